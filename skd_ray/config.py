@@ -1,0 +1,270 @@
+"""Typed, validated training configuration addressed by flat dotted keys.
+
+A search space, a `--set` override and an MLflow param all name a value the same way
+(`optim.lr`, `method.alpha`), so the config is stored in section dataclasses but converted
+to and from one flat dict. The method's own parameters live under `method.` and are
+validated by the method's registered parameter dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from skd_ray.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which data, where it lives and how the validation split is held out."""
+
+    name: str = "digits"
+    dir: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0  # fixed so every trial of a search sees the same validation split
+    augment: bool | None = None  # None: the dataset's own default (crop+flip for CIFAR)
+    download: bool = False  # tests and offline clusters must never download implicitly
+    image_size: int = 224  # imagefolder only (use 64 for Tiny ImageNet)
+    loader_workers: int = 4  # imagefolder only: DataLoader worker processes per trainer
+
+
+@dataclass
+class ModelConfig:
+    """Backbone choice; `width` None means the backbone's published width."""
+
+    backbone: str = "resnet_small"
+    width: int | None = None
+
+
+@dataclass
+class TrainLoopConfig:
+    """Epoch budget, batch size and numerics shared by every method."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when the worker has a GPU, else cpu
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    grad_clip: float = 0.0  # 0 disables clipping
+    threads: int = 0  # 0: leave torch's choice (Ray sets it from the worker's CPUs)
+
+
+@dataclass
+class OptimConfig:
+    """SGD recipe shared by the self-KD papers (SGD 0.1, momentum 0.9, wd 5e-4, batch 128)."""
+
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class SchedConfig:
+    """Learning-rate schedule; `step` uses milestones as fractions of the epoch budget."""
+
+    name: str = "cosine"  # cosine | step | none
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: early-exit confidence thresholds and batch size."""
+
+    batch_size: int = 512
+    # Official BYOT thresholds lie around 0.95-0.98; lower ones trace the trade-off curve.
+    thresholds: list[float] = field(default_factory=lambda: [0.8, 0.9, 0.95, 0.98])
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainLoopConfig,
+    "optim": OptimConfig,
+    "sched": SchedConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; `method_params` is the method's own dataclass."""
+
+    method: str = "byot"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method_params: Any = None
+
+    def to_flat(self) -> dict[str, Any]:
+        """The config as `{dotted.key: value}`, the form logged to MLflow and searched."""
+        flat: dict[str, Any] = {"method": self.method}
+        for section in SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                flat[f"{section}.{f.name}"] = getattr(getattr(self, section), f.name)
+        if self.method_params is not None:
+            for f in dataclasses.fields(self.method_params):
+                flat[f"method.{f.name}"] = getattr(self.method_params, f.name)
+        return flat
+
+
+def coerce_value(key: str, value: Any, annotation: Any) -> Any:
+    """Convert `value` to `annotation` or raise a ConfigError naming the key and the type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        last_error: ConfigError | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce_value(key, value, arg)
+            except ConfigError as err:
+                last_error = err
+        assert last_error is not None
+        raise last_error
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, str):
+            value = [v for v in value.replace("-", ",").split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}", "write it as [a, b, ...]")
+        (item_type,) = args
+        return [coerce_value(key, v, item_type) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "yes", "no"):
+            return value.lower() in ("true", "on", "yes")
+        raise ConfigError(f"{key} must be true or false, got {value!r}", "use true or false")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}", "use a whole number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}", "use a whole number")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}", "use a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}", "use a number such as 0.1")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}", "quote the value")
+    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from `{field: value}`, rejecting unknown fields."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}.{unknown[0]}",
+            f"valid keys under {prefix}. are: {', '.join(sorted(names))}",
+        )
+    kwargs = {k: coerce_value(f"{prefix}.{k}", v, hints[k]) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def split_flat(flat: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Split flat keys into the method name, core sections and method parameters."""
+    method = flat.get("method", TrainConfig.method)
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    method_params: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key == "method":
+            continue
+        head, _, rest = key.partition(".")
+        if not rest:
+            raise ConfigError(
+                f"unknown config key {key}",
+                "keys are dotted: method, method.<param>, " + ", ".join(f"{s}.<field>" for s in SECTIONS),
+            )
+        if head == "method":
+            method_params[rest] = value
+        elif head in sections:
+            sections[head][rest] = value
+        else:
+            raise ConfigError(
+                f"unknown config section {head!r} in key {key}",
+                "sections are: method, " + ", ".join(SECTIONS),
+            )
+    if not isinstance(method, str):
+        raise ConfigError(f"method must be a name, got {method!r}", "use e.g. method: byot")
+    return method, sections, method_params
+
+
+def validate_core(cfg: TrainConfig) -> None:
+    """Range checks that do not depend on the method or the data."""
+    checks = [
+        (0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction must lie in (0, 1)", "use e.g. 0.1"),
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1", "use a positive epoch budget"),
+        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1", "use e.g. 64"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0", "use e.g. 0.05"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0", "use e.g. 5e-4"),
+        (cfg.optim.name in ("sgd", "adamw"), f"optim.name {cfg.optim.name!r} is unknown", "use sgd or adamw"),
+        (cfg.sched.name in ("cosine", "step", "none"), f"sched.name {cfg.sched.name!r} is unknown",
+         "use cosine, step or none"),
+        (all(0 < m < 1 for m in cfg.sched.milestones), "sched.milestones must be fractions in (0, 1)",
+         "use e.g. [0.5, 0.75]"),
+        (cfg.train.amp in ("off", "bf16", "fp16"), f"train.amp {cfg.train.amp!r} is unknown",
+         "use off, bf16 or fp16"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device {cfg.train.device!r} is unknown",
+         "use auto, cpu or cuda"),
+        (all(0 < t <= 1 for t in cfg.eval.thresholds), "eval.thresholds must lie in (0, 1]",
+         "use e.g. [0.9, 0.95]"),
+        (cfg.model.width is None or cfg.model.width >= 1, "model.width must be >= 1", "use e.g. 16"),
+    ]
+    for ok, problem, fix in checks:
+        if not ok:
+            raise ConfigError(problem, fix)
+
+
+def resolve_config(flat: dict[str, Any]) -> TrainConfig:
+    """Build and fully validate a TrainConfig from flat keys (defaults fill the rest).
+
+    Method parameters are checked against the method's dataclass and against the backbone
+    (e.g. BYOT exits must be non-final stages), so impossible configurations fail here,
+    before any worker starts.
+    """
+    from skd_ray.methods import get_method_spec
+    from skd_ray.models import backbone_num_stages
+
+    method, sections, method_values = split_flat(flat)
+    spec = get_method_spec(method)
+    kwargs = {name: build_dataclass(cls, sections[name], name) for name, cls in SECTIONS.items()}
+    params = build_dataclass(spec.params, method_values, "method")
+    cfg = TrainConfig(method=method, method_params=params, **kwargs)
+    validate_core(cfg)
+    num_stages = backbone_num_stages(cfg.model.backbone)
+    spec.validate(params, num_stages)
+    return cfg

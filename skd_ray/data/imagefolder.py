@@ -1,0 +1,105 @@
+"""ImageNet / Tiny ImageNet folder layouts, streamed from disk with per-image transforms.
+
+These datasets do not fit in memory on every node, so they keep torchvision's ImageFolder
+and a DataLoader with worker processes. Layout: `DIR/train/<class>/*` and either
+`DIR/val/<class>/*` (ImageNet after the usual re-sort) or Tiny ImageNet's
+`DIR/val/images/*` with `DIR/val/val_annotations.txt`. `val/` serves as the test set; the
+validation split for model selection is held out of `train/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from skd_ray.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class IndexedSamples(Dataset):
+    """(path, label) samples with a transform; items are (image, label, index)."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: object) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with Image.open(path) as img:
+            return self.transform(img.convert("RGB")), label, i  # type: ignore[operator]
+
+
+def scan_imagefolder(root: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
+    """Return (train samples, test samples, number of classes) for DIR/train and DIR/val."""
+    from torchvision.datasets import ImageFolder
+
+    base = Path(root)
+    if not (base / "train").is_dir() or not (base / "val").is_dir():
+        raise DataError(f"{root} lacks train/ and val/ folders",
+                        "point --data-dir at a folder with train/<class>/ and val/ (ImageNet layout)")
+    train = ImageFolder(str(base / "train"))
+    annotations = base / "val" / "val_annotations.txt"
+    if annotations.exists():  # Tiny ImageNet: flat val/images with a label file
+        test = []
+        for line in annotations.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1] in train.class_to_idx:
+                test.append((str(base / "val" / "images" / parts[0]), train.class_to_idx[parts[1]]))
+    else:
+        val = ImageFolder(str(base / "val"))
+        if val.class_to_idx != train.class_to_idx:
+            raise DataError(f"{root}/val classes differ from {root}/train",
+                            "make val/ hold the same class folders as train/")
+        test = list(val.samples)
+    return list(train.samples), test, len(train.classes)
+
+
+def build_transforms(image_size: int, train: bool) -> object:
+    """Standard ImageNet recipe: RandomResizedCrop + flip for training, resize + centre crop else."""
+    from torchvision import transforms as T
+
+    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    if train:
+        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    return T.Compose([T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size), T.ToTensor(), norm])
+
+
+class FolderLoader:
+    """DataLoader over an IndexedSamples split that moves batches to the device."""
+
+    def __init__(self, dataset: IndexedSamples, batch_size: int, *, train: bool, seed: int,
+                 rank: int, world_size: int, device: torch.device | str, num_workers: int,
+                 channels_last: bool = False) -> None:
+        self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed,
+                                          drop_last=train) if world_size > 1 or train else None
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=num_workers, drop_last=train,
+                                 pin_memory=torch.device(device).type == "cuda",
+                                 persistent_workers=num_workers > 0)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for x, y, idx in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)

@@ -1,0 +1,233 @@
+"""The Ray-free training loop: `fit(config, session)`, `train_one_epoch`, `evaluate`.
+
+The loop is generic over methods (it only calls the SelfKDMethod interface) and over where it
+runs: a `Session` supplies the device, the rank, DDP wrapping, the checkpoint to resume from
+and where reports go. `skd_ray.session` has an in-process session and a Ray Train one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from skd_ray.config import TrainConfig
+from skd_ray.data import build_loader, load_data
+from skd_ray.early_exit import exit_metric_sums
+from skd_ray.errors import TrainingDiverged
+from skd_ray.methods import SelfKDMethod, build_method
+from skd_ray.models import build_backbone
+
+
+class Session(Protocol):
+    """Where a training run executes and reports (see skd_ray.session)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Move/wrap the model for this session (DDP under Ray Train)."""
+        ...
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The state saved by the last `report`, when this run is a resume."""
+        ...
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
+        """Publish an epoch's metrics and its checkpoint state."""
+        ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's CPU and CUDA generators (data order has its own seeded generators)."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                           nesterov=o.nesterov and o.momentum > 0)
+
+
+def lr_factor(cfg: TrainConfig, method: SelfKDMethod, epoch: int) -> float:
+    """Multiplier of the base LR at `epoch`: warm-up, then cosine/step within the method's cycle."""
+    s = cfg.sched
+    if epoch < s.warmup_epochs:
+        return (epoch + 1) / (s.warmup_epochs + 1)
+    pos, length = method.lr_schedule_position(epoch, cfg.train.epochs)
+    if s.name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * pos / max(1, length)))
+    if s.name == "step":
+        return s.gamma ** sum(pos >= m * length for m in s.milestones)
+    return 1.0
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> Any:
+    if cfg.train.amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(model: nn.Module, method: SelfKDMethod, loader: Any,
+                    optimizer: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over `loader`; returns the mean of the loss and of every named term.
+
+    Sums stay on the device and are read once at the end: a per-step `.item()` would
+    synchronise the GPU every step.
+    """
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    wait = 0.0
+    start = time.perf_counter()
+    tick = start
+    for x, y, index in loader:
+        wait += time.perf_counter() - tick
+        with autocast_for(cfg, device):
+            out = model(x, y, index)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(out.loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            out.loss.backward()
+        if cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        method.on_train_batch_end(out)
+        detached = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.terms.items()}}
+        for k, v in detached.items():
+            sums[k] = sums[k] + v.float() if k in sums else v.float()
+        steps += 1
+        tick = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    means = {f"train_{k}": float(v) / max(1, steps) for k, v in sums.items()}
+    means["time_data_frac"] = wait / elapsed if elapsed > 0 else 0.0
+    return means
+
+
+@torch.no_grad()
+def evaluate(method: SelfKDMethod, loader: Any, cfg: TrainConfig, device: torch.device,
+             prefix: str = "val") -> dict[str, float]:
+    """Accuracy of every exit, the ensemble and the dynamic early-exit policy on `loader`.
+
+    Under DDP each rank evaluates its shard and the sums are all-reduced, so every rank gets
+    the metrics of the whole split.
+    """
+    method.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=device)
+    costs = None
+    for x, y, _ in loader:
+        with autocast_for(cfg, device):
+            logits = method.predict(x)
+        if costs is None:
+            costs = method.exit_costs(x)
+        batch = exit_metric_sums(logits, y, costs, cfg.eval.thresholds)
+        batch["loss"] = nn.functional.cross_entropy(logits["final"].float(), y, reduction="sum")
+        for k, v in batch.items():
+            sums[k] = sums[k] + v if k in sums else v
+        count += y.numel()
+    keys = sorted(sums)
+    vector = torch.stack([sums[k] for k in keys] + [count])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(vector)
+    total = float(vector[-1])
+    metrics = {}
+    for k, v in zip(keys, vector[:-1].tolist()):
+        name = "acc" if k == "acc.final" else k
+        metrics[f"{prefix}_{name}"] = v / total
+    for name, cost in (costs or {}).items():
+        if len(costs or {}) > 1:
+            metrics[f"{prefix}_compute.{name}"] = cost.standalone
+    return metrics
+
+
+def checkpoint_state(method: SelfKDMethod, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, scaler: Any, epoch: int, best: dict[str, float]) -> dict[str, Any]:
+    """Everything needed to continue exactly after `epoch` (method state included)."""
+    return {
+        "model": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "best": dict(best),
+        "rng": torch.get_rng_state(),
+    }
+
+
+def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
+    """Train `cfg` to the end of its epoch budget (or from a checkpoint); returns final metrics."""
+    seed_everything(cfg.train.seed)
+    device = session.device
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    data = load_data(cfg.data)
+    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
+    method = build_method(cfg.method, backbone, cfg.method_params).to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, method.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, method, e))
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.amp == "fp16" else None
+    start_epoch, best = 0, {}
+    state = session.load_checkpoint()
+    if state is not None:
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best = int(state["epoch"]), dict(state["best"])
+    model = session.prepare_model(method)
+    loaders = {part: build_loader(data, part, cfg, rank=session.rank, world_size=session.world_size,
+                                  device=device) for part in ("train", "val")}
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        method.on_epoch_start(epoch, cfg.train.epochs)
+        loaders["train"].set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_metrics = train_one_epoch(model, method, loaders["train"], optimizer, cfg, device, scaler)
+        if not math.isfinite(train_metrics["train_loss"]):
+            raise TrainingDiverged(
+                f"loss became {train_metrics['train_loss']} in epoch {epoch + 1}",
+                "lower optim.lr or the method's loss weights, or set train.grad_clip",
+            )
+        scheduler.step()
+        val_metrics = evaluate(method, loaders["val"], cfg, device)
+        is_best = val_metrics["val_acc"] > best.get("best_val_acc", -1.0)
+        for k, v in val_metrics.items():
+            if k.startswith("val_acc"):
+                best_key = "best_" + k
+                best[best_key] = max(best.get(best_key, -1.0), v)
+        metrics = {"epoch": epoch + 1, "lr": lr, **train_metrics, **val_metrics, **best,
+                   "time_epoch_s": time.perf_counter() - t0}
+        session.report(metrics, checkpoint_state(method, optimizer, scheduler, scaler, epoch + 1, best),
+                       is_best)
+    return metrics
+
+
+def evaluate_split(cfg: TrainConfig, method: SelfKDMethod, part: str,
+                   device: torch.device | str = "cpu") -> dict[str, float]:
+    """Evaluate a trained method on one split (`test` for the chosen configuration)."""
+    data = load_data(cfg.data)
+    loader = build_loader(data, part, cfg, device=device)
+    return evaluate(method, loader, cfg, torch.device(device), prefix=part)

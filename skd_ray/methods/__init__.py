@@ -1,0 +1,66 @@
+"""Method registry: `@register_method("name", params=Dataclass)` on a SelfKDMethod class.
+
+Adding a method is adding one file that registers itself; tests parametrised over the
+registry then cover it. The CLI, config validation and search spaces look methods up here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from skd_ray.errors import ConfigError
+from skd_ray.methods.base import FINAL, ExitCost, MethodOutput, SelfKDMethod
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its class and its parameter dataclass."""
+
+    name: str
+    cls: type[SelfKDMethod]
+    params: type
+
+    def validate(self, params: Any, num_stages: int) -> None:
+        self.cls.validate_params(params, num_stages)
+
+    def default_params(self) -> Any:
+        return self.params()
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, params: type) -> Callable[[type[SelfKDMethod]], type[SelfKDMethod]]:
+    """Class decorator adding a method to the registry under `name`."""
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"params of method {name} must be a dataclass")
+
+    def wrap(cls: type[SelfKDMethod]) -> type[SelfKDMethod]:
+        if name in METHODS:
+            raise ValueError(f"method {name} registered twice")
+        METHODS[name] = MethodSpec(name, cls, params)
+        return cls
+
+    return wrap
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    """Spec of method `name`; ConfigError listing the registered names when unknown."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}", f"choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def build_method(name: str, backbone: Any, params: Any) -> SelfKDMethod:
+    """Wrap `backbone` in method `name` with validated `params`."""
+    return get_method_spec(name).cls(backbone, params)
+
+
+# Importing the modules registers them.
+from skd_ray.methods import byot, vanilla  # noqa: E402,F401
+
+__all__ = ["FINAL", "METHODS", "ExitCost", "MethodOutput", "MethodSpec", "SelfKDMethod",
+           "build_method", "get_method_spec", "register_method"]

@@ -1,0 +1,92 @@
+"""What every self-KD method provides to the generic training loop.
+
+A method is one `nn.Module` that owns the backbone and every trainable part it adds, so
+DDP wraps one module and checkpoints hold everything. The loop only calls `forward` (loss
+and its named terms), `predict` (logits of every exit, deployable last) and the hooks; it
+never asks which method it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from skd_ray.models import StagedResNet
+from skd_ray.models.flops import count_macs
+
+
+class MethodOutput(NamedTuple):
+    """Total loss to back-propagate, deployable logits, and every loss term by name."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ExitCost:
+    """Relative compute of an exit: on its own, and as reached by the sequential early-exit
+    policy (which has also evaluated every shallower exit's head on the way)."""
+
+    standalone: float
+    cumulative: float
+
+
+FINAL = "final"  # name of the deployable exit (the backbone's own classifier)
+
+
+class SelfKDMethod(nn.Module):
+    """Base class: vanilla behaviour for everything a method does not override."""
+
+    def __init__(self, backbone: StagedResNet, params: Any) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.params = params
+        self._costs: dict[str, ExitCost] | None = None
+
+    @classmethod
+    def validate_params(cls, params: Any, num_stages: int) -> None:
+        """Raise ConfigError when `params` cannot work with a backbone of `num_stages`."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MethodOutput:
+        """Training step: `index` holds the samples' dataset positions (for per-sample caches)."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of every exit, shallow to deep; the last entry is the deployable `final`."""
+        return {FINAL: self.backbone(x)}
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        """Hook for schedules (snapshots, warm-ups, per-epoch buffers)."""
+
+    def on_train_batch_end(self, output: MethodOutput) -> None:
+        """Hook called after the optimiser step (e.g. to store this batch's logits)."""
+
+    def lr_schedule_position(self, epoch: int, total_epochs: int) -> tuple[int, int]:
+        """(epoch within the current LR cycle, cycle length); methods that restart the LR
+        (SRDL stage 2) return a shorter cycle."""
+        return epoch, total_epochs
+
+    def exit_costs(self, sample: torch.Tensor) -> dict[str, ExitCost]:
+        """Relative MACs of each exit versus the plain backbone, for one input like `sample`."""
+        if self._costs is None:
+            one = sample[:1]
+            was_training = self.training
+            self.eval()  # BN running statistics must not move while counting
+            try:
+                with torch.no_grad():
+                    full = count_macs(self.backbone, one)
+                    self._costs = self._exit_costs(one, full)
+            finally:
+                self.train(was_training)
+        return self._costs
+
+    def _exit_costs(self, one: torch.Tensor, full_macs: int) -> dict[str, ExitCost]:
+        return {FINAL: ExitCost(1.0, 1.0)}
+
+    def deployable(self) -> nn.Module:
+        """The network kept at inference (exits and students stripped)."""
+        return self.backbone

@@ -1,0 +1,143 @@
+"""Where `engine.fit` runs: in this process (`LocalSession`) or as a Ray Train worker.
+
+This is the only module that touches the Ray Train API, and it imports Ray lazily, so the
+single-process debugging mode and most tests never load Ray. Both sessions send per-epoch
+metrics to an optional tracker (MLflow, from `skd_ray.tracking`) on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class MetricSink(Protocol):
+    """Receives per-epoch metrics (implemented by tracking.TrialTracker)."""
+
+    def log_epoch(self, step: int, metrics: dict[str, float]) -> None: ...
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """cuda:<local rank> when a GPU is visible (or demanded), else cpu."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    return torch.device("cpu")
+
+
+def save_state(state: dict[str, Any], directory: Path) -> Path:
+    """Write a checkpoint atomically (tmp file + rename) so a kill never leaves half a file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`: no pickled code runs on load."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def format_epoch_line(metrics: dict[str, float], total_epochs: int) -> str:
+    """One terminal line per epoch: loss, deployable and per-exit validation accuracy."""
+    exits = [f"{k.removeprefix('val_acc.')}={v:.3f}" for k, v in metrics.items()
+             if k.startswith("val_acc.") and "dynamic" not in k]
+    return (f"epoch {int(metrics['epoch'])}/{total_epochs} loss={metrics['train_loss']:.4f} "
+            f"val_acc={metrics['val_acc']:.4f} " + " ".join(exits)
+            + f" ({metrics['time_epoch_s']:.1f}s)").rstrip()
+
+
+class LocalSession:
+    """Runs the loop in this process: no Ray, breakpoints work, one line per epoch."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: str = "auto", sink: MetricSink | None = None,
+                 checkpoint_dir: str | Path | None = None, echo: bool = True,
+                 total_epochs: int = 0) -> None:
+        self.device = pick_device(device)
+        self.sink = sink
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.echo = echo
+        self.total_epochs = total_epochs
+        self.best_state: dict[str, Any] | None = None
+        self.history: list[dict[str, float]] = []
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
+            return load_state(self.checkpoint_dir / CHECKPOINT_FILE)
+        return None
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
+        self.history.append(metrics)
+        if self.echo:
+            print(format_epoch_line(metrics, self.total_epochs), flush=True)
+        if self.sink is not None:
+            self.sink.log_epoch(int(metrics["epoch"]), metrics)
+        if self.checkpoint_dir is not None:
+            save_state(state, self.checkpoint_dir)
+        if is_best:
+            self.best_state = {"model": state["model"], "epoch": state["epoch"]}
+
+
+class RaySession:
+    """A Ray Train worker: DDP through `prepare_model`, checkpoints through `ray.train.report`.
+
+    Every rank reports (Train requires it); only rank 0 attaches the checkpoint and writes
+    to the metric sink, so a trial has one MLflow run whatever its worker count. The
+    checkpoint carries `is_best` so the driver can pick the best one after the run.
+    """
+
+    def __init__(self, device: str = "auto", sink: MetricSink | None = None) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = pick_device(device, ctx.get_local_rank())
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.sink = sink if self.rank == 0 else None
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(Path(directory) / CHECKPOINT_FILE)
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
+        import ray.train
+
+        metrics = {**metrics, "is_best": float(is_best)}
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        if self.sink is not None:
+            self.sink.log_epoch(int(metrics["epoch"]), metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_state(state, Path(tmp))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
