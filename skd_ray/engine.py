@@ -19,7 +19,7 @@ from skd_ray.config import TrainConfig
 from skd_ray.data import build_loader, load_data
 from skd_ray.early_exit import exit_metric_sums
 from skd_ray.errors import TrainingDiverged
-from skd_ray.methods import SelfKDMethod, build_method
+from skd_ray.methods import MethodContext, SelfKDMethod, build_method
 from skd_ray.models import build_backbone
 
 
@@ -180,7 +180,8 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
         torch.set_num_threads(cfg.train.threads)
     data = load_data(cfg.data)
     backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
-    method = build_method(cfg.method, backbone, cfg.method_params).to(device)
+    method = build_method(cfg.method, backbone, cfg.method_params,
+                          MethodContext(num_train_samples=len(data.train))).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, method.parameters())

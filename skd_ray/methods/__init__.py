@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.errors import ConfigError
-from skd_ray.methods.base import FINAL, ExitCost, MethodOutput, SelfKDMethod
+from skd_ray.methods.base import FINAL, ExitCost, MethodContext, MethodOutput, SelfKDMethod
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,13 @@ def get_method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def build_method(name: str, backbone: Any, params: Any) -> SelfKDMethod:
+def build_method(name: str, backbone: Any, params: Any, ctx: MethodContext | None = None) -> SelfKDMethod:
     """Wrap `backbone` in method `name` with validated `params`."""
-    return get_method_spec(name).cls(backbone, params)
+    return get_method_spec(name).cls(backbone, params, ctx)
 
 
 # Importing the modules registers them.
 from skd_ray.methods import byot, vanilla  # noqa: E402,F401
 
-__all__ = ["FINAL", "METHODS", "ExitCost", "MethodOutput", "MethodSpec", "SelfKDMethod",
+__all__ = ["FINAL", "METHODS", "ExitCost", "MethodContext", "MethodOutput", "MethodSpec", "SelfKDMethod",
            "build_method", "get_method_spec", "register_method"]

@@ -38,13 +38,21 @@ class ExitCost:
 FINAL = "final"  # name of the deployable exit (the backbone's own classifier)
 
 
+@dataclass(frozen=True)
+class MethodContext:
+    """Facts about the run a method may size its state by (per-sample caches need N)."""
+
+    num_train_samples: int = 0
+
+
 class SelfKDMethod(nn.Module):
     """Base class: vanilla behaviour for everything a method does not override."""
 
-    def __init__(self, backbone: StagedResNet, params: Any) -> None:
+    def __init__(self, backbone: StagedResNet, params: Any, ctx: MethodContext | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.params = params
+        self.ctx = ctx or MethodContext()
         self._costs: dict[str, ExitCost] | None = None
 
     @classmethod

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import register_method
-from skd_ray.methods.base import FINAL, ExitCost, MethodOutput, SelfKDMethod
+from skd_ray.methods.base import FINAL, ExitCost, MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import kl_t
 from skd_ray.models import StagedResNet
 from skd_ray.models.flops import count_macs
@@ -50,8 +50,8 @@ class Byot(SelfKDMethod):
 
     params: ByotParams
 
-    def __init__(self, backbone: StagedResNet, params: ByotParams) -> None:
-        super().__init__(backbone, params)
+    def __init__(self, backbone: StagedResNet, params: ByotParams, ctx: MethodContext | None = None) -> None:
+        super().__init__(backbone, params, ctx)
         self.stages = sorted(params.exits)
         last = len(backbone.stage_channels)
         self.heads = nn.ModuleDict()
