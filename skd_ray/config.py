@@ -139,7 +139,7 @@ def coerce_value(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if isinstance(value, str):
-            value = [v for v in value.replace("-", ",").split(",") if v.strip()]
+            value = [v for v in value.strip("[]").split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}", "write it as [a, b, ...]")
         (item_type,) = args
@@ -243,6 +243,13 @@ def validate_core(cfg: TrainConfig) -> None:
         (all(0 < t <= 1 for t in cfg.eval.thresholds), "eval.thresholds must lie in (0, 1]",
          "use e.g. [0.9, 0.95]"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width must be >= 1", "use e.g. 16"),
+        (cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1", "use e.g. 512"),
+        (cfg.optim.momentum >= 0, "optim.momentum must be >= 0", "use e.g. 0.9"),
+        (cfg.data.image_size >= 1, "data.image_size must be >= 1", "use e.g. 224 (64 for Tiny ImageNet)"),
+        (cfg.data.loader_workers >= 0, "data.loader_workers must be >= 0", "use e.g. 4"),
+        (cfg.sched.warmup_epochs >= 0, "sched.warmup_epochs must be >= 0", "use e.g. 0"),
+        (cfg.sched.gamma > 0, "sched.gamma must be > 0", "use e.g. 0.1"),
+        (cfg.train.grad_clip >= 0, "train.grad_clip must be >= 0", "use 0 to disable clipping"),
     ]
     for ok, problem, fix in checks:
         if not ok:
@@ -256,6 +263,7 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     (e.g. BYOT exits must be non-final stages), so impossible configurations fail here,
     before any worker starts.
     """
+    from skd_ray.data import dataset_info  # local: data imports this module
     from skd_ray.methods import get_method_spec
     from skd_ray.models import backbone_num_stages
 
@@ -265,6 +273,7 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     params = build_dataclass(spec.params, method_values, "method")
     cfg = TrainConfig(method=method, method_params=params, **kwargs)
     validate_core(cfg)
+    dataset_info(cfg.data.name)
     num_stages = backbone_num_stages(cfg.model.backbone)
     spec.validate(params, num_stages)
     return cfg

@@ -19,9 +19,21 @@ CHECKPOINT_FILE = "state.pt"
 
 
 class MetricSink(Protocol):
-    """Receives per-epoch metrics (implemented by tracking.TrialTracker)."""
+    """Receives per-epoch metrics and the best state (implemented by tracking.TrialTracker)."""
 
     def log_epoch(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def log_best_state(self, state: dict[str, Any], directory: Path) -> None: ...
+
+
+def publish(sink: MetricSink | None, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
+    """Send an epoch's metrics, and the model state when it is the best so far, to `sink`."""
+    if sink is None:
+        return
+    sink.log_epoch(int(metrics["epoch"]), metrics)
+    if is_best:
+        with tempfile.TemporaryDirectory() as tmp:
+            sink.log_best_state({"model": state["model"], "epoch": state["epoch"]}, Path(tmp))
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
@@ -85,8 +97,7 @@ class LocalSession:
         self.history.append(metrics)
         if self.echo:
             print(format_epoch_line(metrics, self.total_epochs), flush=True)
-        if self.sink is not None:
-            self.sink.log_epoch(int(metrics["epoch"]), metrics)
+        publish(self.sink, metrics, state, is_best)
         if self.checkpoint_dir is not None:
             save_state(state, self.checkpoint_dir)
         if is_best:
@@ -136,8 +147,7 @@ class RaySession:
         if self.rank != 0:
             ray.train.report(metrics)
             return
-        if self.sink is not None:
-            self.sink.log_epoch(int(metrics["epoch"]), metrics)
+        publish(self.sink, metrics, state, is_best)
         with tempfile.TemporaryDirectory() as tmp:
             save_state(state, Path(tmp))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -54,7 +54,7 @@ class DataBundle:
 def dataset_info(name: str) -> DatasetInfo:
     """Facts for dataset `name`; ConfigError listing the choices when unknown."""
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}", f"choose one of: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r} (data.name)", f"choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -82,7 +82,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     if cfg.name == "imagefolder":
         return _load_imagefolder(cfg)
     if cfg.name == "digits":
-        train_full, test = load_digits_splits(split_seed=cfg.split_seed)
+        train_full, test = load_digits_splits()  # fixed test part; split_seed moves val only
     elif cfg.name == "fashion-mnist":
         train_full, test = load_fashion_mnist(cfg.dir, cfg.download)
     else:

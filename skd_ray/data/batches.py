@@ -50,7 +50,8 @@ class InMemoryLoader:
 
     In distributed training every rank gets an equal, disjoint share of each epoch's
     permutation (the remainder is dropped), so all ranks run the same number of steps and
-    DDP's collectives never wait on a rank that ran out of data.
+    DDP's collectives never wait on a rank that ran out of data. Evaluation has no
+    collectives per step, so its shards are strided and cover every sample exactly once.
     """
 
     def __init__(
@@ -92,12 +93,11 @@ class InMemoryLoader:
 
     def _indices(self) -> torch.Tensor:
         n = len(self.split)
-        per_rank = n // self.world_size if self.world_size > 1 else n
-        if self.train:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=gen)
-        else:
-            order = torch.arange(n)
+        if not self.train:  # evaluation covers every sample once; uneven shards are fine there
+            return torch.arange(n)[self.rank::self.world_size]
+        per_rank = n // self.world_size
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=gen)
         return order[self.rank * per_rank:(self.rank + 1) * per_rank]
 
     def __len__(self) -> int:

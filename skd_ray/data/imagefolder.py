@@ -81,9 +81,11 @@ class FolderLoader:
     def __init__(self, dataset: IndexedSamples, batch_size: int, *, train: bool, seed: int,
                  rank: int, world_size: int, device: torch.device | str, num_workers: int,
                  channels_last: bool = False) -> None:
-        self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed,
-                                          drop_last=train) if world_size > 1 or train else None
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
+        self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed,
+                                          drop_last=True) if train else None
+        # Evaluation: strided shards cover every sample once (DistributedSampler would pad).
+        eval_shard = None if train else list(range(rank, len(dataset), world_size))
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler or eval_shard,
                                  num_workers=num_workers, drop_last=train,
                                  pin_memory=torch.device(device).type == "cuda",
                                  persistent_workers=num_workers > 0)

@@ -29,7 +29,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     # suited to digits and Fashion-MNIST and to tests.
     "resnet_small": BackboneSpec(
         lambda width, c, n: StagedResNet([1, 1, 1, 1], width or 16, c, n), 4,
-        "4-stage ResNet, 1 block per stage, width 16 (0.18M params)",
+        "4-stage ResNet, 1 block per stage, width 16 (0.31M params)",
     ),
 }
 
@@ -37,7 +37,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 def _spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise ConfigError(
-            f"unknown backbone {name!r}", f"choose one of: {', '.join(sorted(BACKBONES))}"
+            f"unknown backbone {name!r} (model.backbone)", f"choose one of: {', '.join(sorted(BACKBONES))}"
         )
     return BACKBONES[name]
 
