@@ -1,0 +1,282 @@
+"""Search-space files: YAML -> validated parameters -> an Optuna define-by-run space.
+
+Format (see search_spaces/*.yaml and docs/search_spaces.md):
+
+    description: "..."
+    metric: val_acc            # optional; mode: max
+    fixed: {method: byot, data.name: digits, train.epochs: 15}
+    params:
+      method.alpha: {type: float, low: 0.1, high: 0.9, default: 0.3}
+      method.exits: {type: subset, choices: [1, 2, 3], default: [1, 2, 3]}
+      method.l_intra: {type: float, low: 1e-4, high: 1e-3, log: true, when: {method.intra: true}}
+    methods: {byot: byot.yaml, vanilla: vanilla.yaml}   # cross-method spaces only
+
+`methods:` pulls each listed method's `method.*` parameters from its own file, scoped so they
+are only sampled when that method is chosen (TPE then models each method's parameters
+separately). Every problem in a file is reported before any trial starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skd_ray.config import resolve_config
+from skd_ray.errors import ConfigError
+
+TYPES = ("float", "int", "categorical", "subset")
+TOP_LEVEL = {"description", "metric", "mode", "fixed", "params", "methods"}
+PARAM_FIELDS = {"type", "low", "high", "log", "step", "choices", "default", "when"}
+
+
+@dataclass
+class Param:
+    """One searched parameter: config key, Optuna name, distribution, default, condition."""
+
+    key: str
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] = field(default_factory=list)
+    default: Any = None
+    when: dict[str, list[Any]] = field(default_factory=dict)
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """True when every `when` condition holds for the values chosen so far."""
+        return all(values.get(k) in allowed for k, allowed in self.when.items())
+
+    def suggest(self, trial: Any) -> Any:
+        """Sample this parameter from an Optuna trial (define-by-run)."""
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, self.choices)
+        return trial.suggest_categorical(self.name, subset_choices(self.choices))
+
+    def decode(self, value: Any) -> Any:
+        """Optuna value -> config value (subsets travel as strings like '1-3')."""
+        if self.kind == "subset" and isinstance(value, str):
+            return [type(self.choices[0])(v) for v in value.split("-")]
+        return value
+
+    def extremes(self) -> list[Any]:
+        """Values that must all be valid configs: range ends, every choice, the full subset."""
+        if self.kind in ("float", "int"):
+            return [self.low, self.high]
+        if self.kind == "categorical":
+            return list(self.choices)
+        return [list(self.choices)]
+
+
+def subset_choices(items: list[Any]) -> list[str]:
+    """Every non-empty subset of `items`, encoded '1-2-3' (Optuna needs hashable choices)."""
+    return ["-".join(str(v) for v in combo)
+            for r in range(1, len(items) + 1) for combo in itertools.combinations(items, r)]
+
+
+@dataclass
+class SearchSpace:
+    """A parsed search-space file."""
+
+    path: str
+    description: str
+    fixed: dict[str, Any]
+    params: list[Param]
+    metric: str = "val_acc"
+    mode: str = "max"
+
+    def define_by_run(self, trial: Any) -> dict[str, Any]:
+        """Optuna define-by-run function: samples active params, returns the fixed values."""
+        values = dict(self.fixed)
+        for p in self.params:
+            if p.active(values):
+                values[p.key] = p.decode(p.suggest(trial))
+        return dict(self.fixed)
+
+    def to_flat(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Trial config (Optuna names + fixed values) -> flat config keys."""
+        by_name = {p.name: p for p in self.params}
+        flat = {}
+        for name, value in sampled.items():
+            if name in by_name:
+                flat[by_name[name].key] = by_name[name].decode(value)
+            else:
+                flat[name] = value
+        return flat
+
+    def defaults(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The flat config of the space's defaults (the debugging mode's single config)."""
+        values = dict(self.fixed)
+        values.update(overrides or {})
+        for p in self.params:
+            if p.key not in values and p.active(values):
+                values[p.key] = p.default
+        return values
+
+    def default_point(self) -> dict[str, Any]:
+        """The defaults as Optuna names, to enqueue as the first trial (paper settings)."""
+        values = dict(self.fixed)
+        point = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.key] = p.default
+                point[p.name] = encode(p, p.default)
+        return point
+
+    def methods(self) -> list[str]:
+        """Methods this space can produce."""
+        for p in self.params:
+            if p.key == "method":
+                return list(p.choices)
+        return [self.fixed.get("method", "byot")]
+
+
+def encode(p: Param, value: Any) -> Any:
+    if p.kind == "subset":
+        return "-".join(str(v) for v in value)
+    return value
+
+
+def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
+    where = f"{path}: parameter {key}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping with a type", "write e.g. {type: float, low: 0.1, high: 1}")
+    unknown = set(spec) - PARAM_FIELDS
+    if unknown:
+        raise ConfigError(f"{where} has unknown field {sorted(unknown)[0]!r}",
+                          f"allowed fields: {', '.join(sorted(PARAM_FIELDS))}")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise ConfigError(f"{where} has type {kind!r}", f"use one of: {', '.join(TYPES)}")
+    when = spec.get("when") or {}
+    if not isinstance(when, dict):
+        raise ConfigError(f"{where}: when must be a mapping", "write e.g. when: {method.intra: true}")
+    when = {k: v if isinstance(v, list) else [v] for k, v in when.items()}
+    name = f"{scope}:{key}" if scope else key
+    if scope:
+        when = {"method": [scope], **when}
+    p = Param(key=key, name=name, kind=kind, when=when, default=spec.get("default"),
+              log=bool(spec.get("log", False)), step=spec.get("step"))
+    if kind in ("float", "int"):
+        low, high = spec.get("low"), spec.get("high")
+        for bound, label in ((low, "low"), (high, "high")):
+            if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+                raise ConfigError(f"{where} needs a numeric {label}, got {bound!r}", f"add {label}: <number>")
+        if kind == "int" and (int(low) != low or int(high) != high):
+            raise ConfigError(f"{where} is int but its bounds are not whole numbers", "use whole-number bounds")
+        if not low < high:
+            raise ConfigError(f"{where} has an empty range [{low}, {high}]",
+                              "make low < high, or move it to fixed: if it is a constant")
+        if p.log and low <= 0:
+            raise ConfigError(f"{where} is log-scaled but low={low} <= 0", "use a positive low or log: false")
+        p.low, p.high = float(low), float(high)
+        if p.default is None:
+            p.default = low if kind == "float" else int(low)
+        if not (p.low <= p.default <= p.high):
+            raise ConfigError(f"{where} default {p.default} lies outside [{low}, {high}]",
+                              "move the default into the range")
+    else:
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where} needs a non-empty list of choices", "add choices: [a, b]")
+        p.choices = choices
+        if kind == "subset":
+            if len(set(map(str, choices))) != len(choices):
+                raise ConfigError(f"{where} has repeated choices", "list each item once")
+            p.default = list(choices) if p.default is None else p.default
+            if not isinstance(p.default, list) or not p.default or any(v not in choices for v in p.default):
+                raise ConfigError(f"{where} default {p.default!r} is not a non-empty subset of {choices}",
+                                  "choose the default from the choices")
+        else:
+            p.default = choices[0] if p.default is None else p.default
+            if p.default not in choices:
+                raise ConfigError(f"{where} default {p.default!r} is not among {choices}",
+                                  "choose the default from the choices")
+    return p
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning syntax errors into one clear ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"search-space file {path} does not exist", "pass a file from search_spaces/")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"search-space file {path} is not valid YAML{line}",
+                          "fix the syntax (indentation, colons, brackets)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"search-space file {path} must be a YAML mapping", "see search_spaces/byot.yaml")
+    return data
+
+
+def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Parse and validate a search-space file; `overrides` replace or add fixed values."""
+    data = load_yaml(path)
+    unknown = set(data) - TOP_LEVEL
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}",
+                          f"allowed: {', '.join(sorted(TOP_LEVEL))}")
+    fixed = dict(data.get("fixed") or {})
+    params_in = data.get("params") or {}
+    if not isinstance(fixed, dict) or not isinstance(params_in, dict):
+        raise ConfigError(f"{path}: fixed and params must be mappings", "see search_spaces/byot.yaml")
+    params = [_parse_param(str(path), k, v, None) for k, v in params_in.items()]
+    methods = data.get("methods") or {}
+    if methods:
+        if not any(p.key == "method" for p in params):
+            params.insert(0, Param(key="method", name="method", kind="categorical",
+                                   choices=list(methods), default=list(methods)[0]))
+        for method, file in methods.items():
+            sub = load_yaml(Path(path).parent / file) if file else {}
+            for key, spec in (sub.get("params") or {}).items():
+                if key.startswith("method."):
+                    params.append(_parse_param(str(file), key, spec, method))
+    for key, value in (overrides or {}).items():
+        fixed[key] = value
+        params = [p for p in params if p.key != key]
+    space = SearchSpace(str(path), str(data.get("description", "")), fixed, params,
+                        str(data.get("metric", "val_acc")), str(data.get("mode", "max")))
+    validate_space(space)
+    return space
+
+
+def validate_space(space: SearchSpace) -> None:
+    """Resolve the default config of every method, and each range end / choice against it,
+    so wrong keys, types, impossible exit placements and out-of-range bounds fail now."""
+    if space.mode not in ("max", "min"):
+        raise ConfigError(f"{space.path}: mode must be max or min", "use mode: max")
+    known = set(space.fixed) | {p.key for p in space.params}
+    for p in space.params:
+        for cond in p.when:
+            if cond not in known:
+                raise ConfigError(f"{space.path}: parameter {p.key} depends on {cond}, which is "
+                                  "neither fixed nor searched", "fix the key in when:")
+    for method in space.methods():
+        base = space.defaults({"method": method} if any(p.key == "method" for p in space.params) else None)
+        _resolve(space, base, None)
+        for p in space.params:
+            if not p.active(base) or p.key == "method":
+                continue
+            for value in p.extremes():
+                _resolve(space, {**base, p.key: value}, p)
+
+
+def _resolve(space: SearchSpace, flat: dict[str, Any], p: Param | None) -> None:
+    try:
+        resolve_config(flat)
+    except ConfigError as err:
+        where = f" (parameter {p.key}, value {flat[p.key]!r})" if p else ""
+        raise ConfigError(f"{space.path}{where}: {err.problem}", err.fix) from None
