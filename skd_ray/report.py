@@ -1,0 +1,110 @@
+"""Results read back from MLflow: the leaderboard of a search and its best configuration.
+
+The leaderboard is built from MLflow only (not from Ray's files), so `--results` works on
+any machine that can reach the tracking store, long after the cluster is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from skd_ray.errors import SkdError
+from skd_ray.tracking import STATUS_TAG, client
+
+
+@dataclass
+class TrialRow:
+    """One trial of a search as the leaderboard shows it."""
+
+    name: str
+    run_id: str
+    status: str
+    epochs: int
+    best_val_acc: float
+    exit_acc: dict[str, float]
+    params: dict[str, str]
+
+
+def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None) -> tuple[str, Any]:
+    """(experiment_id, parent run) of the given or latest search in `experiment`."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        raise SkdError(f"no MLflow experiment named {experiment!r} in {uri}",
+                       "check --experiment and --mlflow-uri (the store the search wrote to)")
+    if parent_run_id:
+        return exp.experiment_id, c.get_run(parent_run_id)
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`skd.kind` = 'search'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise SkdError(f"experiment {experiment!r} holds no search run", "run a search first")
+    return exp.experiment_id, runs[0]
+
+
+def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
+    """All child runs of a search, best validation accuracy first."""
+    runs = client(uri).search_runs([experiment_id],
+                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                   max_results=5000)
+    rows = []
+    for run in runs:
+        m = run.data.metrics
+        exits = {k.removeprefix("best_val_acc."): v for k, v in m.items()
+                 if k.startswith("best_val_acc.") and "dynamic" not in k}
+        rows.append(TrialRow(run.data.tags.get("skd.trial_name", run.info.run_name or run.info.run_id),
+                             run.info.run_id, run.data.tags.get(STATUS_TAG, run.info.status.lower()),
+                             int(m.get("epoch", 0)), float(m.get("best_val_acc", float("nan"))),
+                             exits, dict(run.data.params)))
+    rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc), reverse=True)
+    return rows
+
+
+def varying_params(rows: list[TrialRow]) -> list[str]:
+    """Params whose values differ between trials: the searched ones."""
+    keys = sorted({k for r in rows for k in r.params})
+    return [k for k in keys if len({r.params.get(k) for r in rows}) > 1]
+
+
+def format_leaderboard(rows: list[TrialRow], max_params: int = 8) -> str:
+    """A fixed-width text table: rank, trial, status, epochs, best val acc, exits, params."""
+    if not rows:
+        return "(no trials recorded)"
+    params = varying_params(rows)[:max_params]
+    exit_names = sorted({e for r in rows for e in r.exit_acc if e != "ensemble"}) + \
+        (["ensemble"] if any("ensemble" in r.exit_acc for r in rows) else [])
+    header = ["#", "trial", "status", "epochs", "val_acc"] + [f"acc.{e}" for e in exit_names] + \
+        [p.removeprefix("method.") for p in params]
+    table = [header]
+    for i, r in enumerate(rows, 1):
+        table.append([str(i), r.name, r.status, str(r.epochs), _fmt(r.best_val_acc)]
+                     + [_fmt(r.exit_acc.get(e)) for e in exit_names]
+                     + [_short(r.params.get(p, "-")) for p in params])
+    widths = [max(len(row[c]) for row in table) for c in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
+def _short(v: str) -> str:
+    try:
+        f = float(v)
+        return f"{f:.4g}" if "." in v or "e" in v else v
+    except ValueError:
+        return v[:16]
+
+
+def best_config(rows: list[TrialRow]) -> dict[str, Any]:
+    """Flat config of the best trial, values decoded from MLflow's strings."""
+    if not rows:
+        raise SkdError("the search has no trials", "run a search first")
+    out: dict[str, Any] = {}
+    for k, v in rows[0].params.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out

@@ -1,0 +1,208 @@
+"""Build and run a search: Ray Tune + OptunaSearch (define-by-run) + ASHA, tracked in MLflow.
+
+Only this driver talks to Optuna; trials receive a resolved config. Concurrency is derived
+from what the cluster has and what one trial needs, and a trial that can never fit is an
+error before anything starts, never a silent hang.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from skd_ray.errors import SkdError
+from skd_ray.space import SearchSpace
+from skd_ray.tracking import LAST_ERROR_TAG, STATUS_TAG, client, find_trial_run, finish_trial_run, start_search_run
+from skd_ray.trial import TrialSettings, run_trial
+
+# Memory reserved by the trial function itself: it only waits on its TorchTrainer, so it must
+# not hold a CPU its workers need (a 2-worker trial on a 2-CPU node would deadlock).
+TRIAL_DRIVER_MEMORY = 100 * 1024**2
+
+
+@dataclass
+class SearchRequest:
+    """Everything a search needs, as given on the command line."""
+
+    space: SearchSpace
+    storage: str
+    tracking_uri: str
+    experiment: str
+    search_name: str
+    num_samples: int = 8
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_concurrent: int | None = None
+    address: str | None = None
+    seed: int = 0
+    grace_period: int = 2
+    reduction_factor: int = 3
+    max_failures: int = 2
+    resume: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SearchOutcome:
+    experiment_id: str
+    parent_run_id: str
+    experiment_dir: str
+    num_trials: int
+    num_errors: int
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def latest_search_name(storage: str, experiment: str) -> str:
+    """Name of the newest search of `experiment` under `storage` (what --resume continues)."""
+    prefix = safe_name(experiment) + "_"
+    found = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}*/skd_search.json"))
+    if not found:
+        raise SkdError(f"no search of experiment {experiment!r} under {storage}",
+                       "use the same --storage and --experiment as the interrupted search")
+    return found[-1]
+
+
+def plan_concurrency(cluster: dict[str, float], req: SearchRequest) -> int:
+    """How many trials run at once: what fits on the cluster, capped by --max-concurrent."""
+    need_cpu = req.workers * req.cpus_per_worker
+    need_gpu = req.workers * req.gpus_per_worker
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    fits = [math.floor(have_cpu / need_cpu + 1e-9)] if need_cpu > 0 else []
+    if need_gpu > 0:
+        fits.append(math.floor(have_gpu / need_gpu + 1e-9))
+    limit = min(fits) if fits else req.num_samples
+    if limit < 1 or (req.gpus_per_worker > 0 and req.gpus_per_worker > 1 and have_gpu < req.gpus_per_worker):
+        raise SkdError(
+            f"one trial needs {req.workers} worker(s) x ({req.cpus_per_worker:g} CPU, {req.gpus_per_worker:g} GPU)"
+            f" = {need_cpu:g} CPU, {need_gpu:g} GPU but the cluster has {have_cpu:g} CPU, {have_gpu:g} GPU",
+            "lower --workers-per-trial, --cpus-per-worker or --gpus-per-worker, or add nodes",
+        )
+    if req.max_concurrent:
+        limit = min(limit, req.max_concurrent)
+    return max(1, min(limit, req.num_samples))
+
+
+def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
+    """Join the cluster at `address`, or start a local one; unreachable addresses fail fast."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # faster trial start-up
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                              "runtime_env": {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}}}
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise SkdError(f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]})",
+                           "check the address (ray status on the head node) or omit --address") from None
+    else:
+        if temp_dir:
+            kwargs["_temp_dir"] = temp_dir
+        ray.init(**kwargs)
+
+
+class ChildRunStatus(tune.Callback):
+    """Driver-side callback: closes the child run of a trial whose function never returned
+    (stopped by ASHA: early_stopped; crashed: failed with the reason)."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, max_epochs: int) -> None:
+        self.uri = uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.max_epochs = max_epochs
+
+    def _close(self, trial: Any, status: str, reason: str | None) -> None:
+        run_id = find_trial_run(self.uri, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run_id is None:
+            return
+        tags = client(self.uri).get_run(run_id).data.tags
+        if tags.get(STATUS_TAG) == "running":
+            if status == "failed":
+                reason = tags.get(LAST_ERROR_TAG) or reason
+            finish_trial_run(self.uri, run_id, status, reason)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        self._close(trial, "completed" if epoch >= self.max_epochs else "early_stopped", None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial, "failed", str(getattr(trial, "error_msg", "") or "trial raised"))
+
+
+def run_search(req: SearchRequest) -> SearchOutcome:
+    """Run (or resume) the search described by `req`; returns where its results are."""
+    import optuna
+    import ray
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    name = safe_name(req.search_name)
+    exp_dir = Path(req.storage) / name
+    state_file = exp_dir / "skd_search.json"
+    connect_ray(req.address)
+    concurrency = plan_concurrency(ray.cluster_resources(), req)
+    max_epochs = int(req.space.fixed.get("train.epochs", 15))
+    if req.resume:
+        if not state_file.exists() or not tune.Tuner.can_restore(str(exp_dir)):
+            raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
+                           "or drop --resume to start a new search")
+        state = json.loads(state_file.read_text())
+        experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
+    else:
+        if state_file.exists():
+            raise SkdError(f"a search named {name} already exists under {req.storage}",
+                           "pass --resume to continue it, or a new --experiment name")
+        experiment_id, parent_run_id = start_search_run(
+            req.tracking_uri, req.experiment, name,
+            {"skd.space": req.space.path, "skd.methods": ",".join(req.space.methods()), **req.extra_tags},
+            {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
+             "search.cpus_per_worker": req.cpus_per_worker, "search.gpus_per_worker": req.gpus_per_worker,
+             "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,
+             **{f"fixed.{k}": v for k, v in req.space.fixed.items()}},
+        )
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps({"experiment_id": experiment_id, "parent_run_id": parent_run_id,
+                                          "request": {k: v for k, v in asdict(req).items() if k != "space"}},
+                                         indent=2, default=str))
+    settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
+                             req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
+                                    {"memory": TRIAL_DRIVER_MEMORY})
+    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs)]
+    if req.resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+    else:
+        searcher = OptunaSearch(
+            space=req.space.define_by_run, metric=req.space.metric, mode=req.space.mode,
+            points_to_evaluate=[req.space.default_point()],
+            sampler=optuna.samplers.TPESampler(seed=req.seed),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"),
+            study_name=name,
+        )
+        scheduler = ASHAScheduler(time_attr="epoch", metric=req.space.metric, mode=req.space.mode,
+                                  max_t=max_epochs, grace_period=min(req.grace_period, max_epochs),
+                                  reduction_factor=req.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=req.num_samples,
+                                        max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    results = tuner.fit()
+    status = "completed" if not results.num_errors else "completed_with_errors"
+    finish_trial_run(req.tracking_uri, parent_run_id, status)
+    return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors)

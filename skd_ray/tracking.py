@@ -1,0 +1,173 @@
+"""MLflow adapter: one parent run per search, one child run per trial, rank 0 logs.
+
+Everything goes through `MlflowClient` with explicit run ids (no global "active run"), so
+the driver, trial processes and rank-0 workers can log to the same runs concurrently.
+The default store is a SQLite file in the working directory; any MLflow server URI works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from skd_ray.errors import SkdError
+
+TRIAL_TAG = "skd.ray_trial_id"
+STATUS_TAG = "skd.status"  # running | completed | early_stopped | failed
+REASON_TAG = "skd.failure_reason"
+LAST_ERROR_TAG = "skd.last_error"  # written by the trial process; promoted to REASON_TAG on failure
+
+
+def default_tracking_uri() -> str:
+    """`sqlite:///<cwd>/mlflow.db`, absolute so Ray workers in other directories find it."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def git_commit() -> str:
+    """Commit of the code being run (the package's checkout), or 'unknown'."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with one clear line when the tracking store cannot be used."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        parent = path.parent if str(path) else Path.cwd()
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise SkdError(f"MLflow store {uri} is not writable", "pass --mlflow-uri with a writable location")
+        return
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except (urllib.error.URLError, OSError) as err:
+            raise SkdError(f"MLflow server {uri} cannot be reached ({getattr(err, 'reason', err)})",
+                           "start it (see README: mlflow server) or pass another --mlflow-uri") from None
+
+
+def get_or_create_experiment(uri: str, name: str) -> str:
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name)
+    except Exception:  # another process created it concurrently
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Log params once, in batches of 100 (MLflow's per-request limit)."""
+    from mlflow.entities import Param
+
+    # JSON for non-strings (true, null, [1, 2]) so values read back with json.loads.
+    items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]
+    c = client(uri)
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
+
+
+def start_search_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
+                     params: dict[str, Any]) -> tuple[str, str]:
+    """Create the parent run of a search; returns (experiment_id, run_id)."""
+    exp_id = get_or_create_experiment(uri, experiment)
+    run = client(uri).create_run(exp_id, run_name=run_name,
+                                 tags={"skd.kind": "search", "skd.git_commit": git_commit(), **tags})
+    log_params(uri, run.info.run_id, params)
+    return exp_id, run.info.run_id
+
+
+def find_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+    """The child run already created for Ray trial `trial_id` (a restarted trial reuses it)."""
+    runs = client(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
+                    flat_config: dict[str, Any], tags: dict[str, str]) -> str:
+    """Find or create the child run of a trial; params and the config artifact are logged once."""
+    existing = find_trial_run(uri, experiment_id, parent_run_id, trial_id)
+    if existing is not None:
+        client(uri).set_terminated(existing, "RUNNING")
+        client(uri).set_tag(existing, STATUS_TAG, "running")
+        return existing
+    c = client(uri)
+    run = c.create_run(experiment_id, run_name=run_name, tags={
+        "mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, STATUS_TAG: "running",
+        "skd.kind": "trial", "skd.git_commit": git_commit(), **tags})
+    run_id = run.info.run_id
+    log_params(uri, run_id, flat_config)
+    c.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), "config.json")
+    return run_id
+
+
+def finish_trial_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
+    """Close a child run: status is completed, early_stopped or failed (with the reason)."""
+    c = client(uri)
+    c.set_tag(run_id, STATUS_TAG, status)
+    if reason:
+        c.set_tag(run_id, REASON_TAG, reason[:5000])
+    c.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+
+
+class TrialTracker:
+    """Per-epoch metric sink for one child run (used by rank 0 and the debugging mode)."""
+
+    def __init__(self, uri: str, run_id: str, artifact_every_best: bool = True) -> None:
+        self.uri = uri
+        self.run_id = run_id
+        self.artifact_every_best = artifact_every_best
+
+    def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        c = client(self.uri)
+        for i in range(0, len(items), 500):
+            _retry(lambda batch=items[i:i + 500]: c.log_batch(self.run_id, metrics=batch))
+
+    def log_best_state(self, state: dict[str, Any], directory: Path) -> None:
+        """Store the best checkpoint (deployable + method state) as the run's artifact."""
+        import torch
+
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "best_checkpoint.pt"
+        torch.save(state, path)
+        _retry(lambda: client(self.uri).log_artifact(self.run_id, str(path)))
+
+
+def _retry(fn: Any, attempts: int = 5) -> Any:
+    """SQLite stores can report 'database is locked' under concurrent trials: retry briefly."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # mlflow raises MlflowException wrapping OperationalError
+            if "locked" not in str(err) or i == attempts - 1:
+                raise
+            time.sleep(0.2 * (i + 1))
+    return None

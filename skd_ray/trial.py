@@ -1,0 +1,99 @@
+"""One search trial on Ray: a Tune function trainable that launches a Ray Train run.
+
+Ray 2.60 runs Train V2, where a trainer cannot be handed to `Tuner` directly: the Tune
+trial is a plain function that builds a `TorchTrainer` with the trial's resolved config,
+runs it, and lets `TuneReportCallback` forward rank 0's per-epoch reports to Tune (so
+ASHA sees them). The trial function owns the trial's MLflow child run; rank 0 logs into it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from skd_ray.config import resolve_config
+from skd_ray.engine import fit
+from skd_ray.space import SearchSpace
+from skd_ray.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
+
+# Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a search shares (picklable; shipped to the trial actors)."""
+
+    space: SearchSpace
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage_path: str
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 2
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train loop on every worker: resolve the config and run the generic engine."""
+    from skd_ray.session import RaySession
+
+    cfg = resolve_config(loop_config["flat"])
+    sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
+    fit(cfg, RaySession(cfg.train.device, sink))
+
+
+def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
+    """Tune function trainable: one TorchTrainer run per trial, tracked as an MLflow child run."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    ctx = tune.get_context()
+    flat = settings.space.to_flat(config)
+    cfg = resolve_config(flat)
+    run_id = start_trial_run(
+        settings.tracking_uri, settings.experiment_id, settings.parent_run_id, ctx.get_trial_id(),
+        ctx.get_trial_name(), cfg.to_flat(),
+        {"skd.method": cfg.method, "skd.seed": str(cfg.train.seed), "skd.trial_name": ctx.get_trial_name()},
+    )
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri},
+        scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=f"train_{ctx.get_trial_id()}",
+            storage_path=settings.storage_path,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute="val_acc",
+                checkpoint_score_order="max"),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:
+        # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
+        # record the error and let its ChildRunStatus callback set the final status.
+        client(settings.tracking_uri).set_tag(run_id, LAST_ERROR_TAG, failure_reason(err))
+        raise
+    finish_trial_run(settings.tracking_uri, run_id, "completed")
+
+
+def failure_reason(err: BaseException) -> str:
+    """The innermost error message of a (possibly Ray-wrapped) exception, for MLflow."""
+    text = "".join(traceback.format_exception_only(type(err), err)).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Diverged" in line:
+            return line.strip()[:2000]
+    return (lines[-1] if lines else repr(err))[:2000]
