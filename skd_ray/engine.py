@@ -207,6 +207,7 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
         loaders["train"].set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_metrics = train_one_epoch(model, method, loaders["train"], optimizer, cfg, device, scaler)
+        method.on_epoch_end(epoch, cfg.train.epochs)
         if not math.isfinite(train_metrics["train_loss"]):
             raise TrainingDiverged(
                 f"loss became {train_metrics['train_loss']} in epoch {epoch + 1}",

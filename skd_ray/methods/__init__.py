@@ -50,7 +50,7 @@ def register_method(name: str, params: type) -> Callable[[type[SelfKDMethod]], t
 def get_method_spec(name: str) -> MethodSpec:
     """Spec of method `name`; ConfigError listing the registered names when unknown."""
     if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}", f"choose one of: {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"unknown method {name!r} (method)", f"choose one of: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
@@ -60,7 +60,7 @@ def build_method(name: str, backbone: Any, params: Any, ctx: MethodContext | Non
 
 
 # Importing the modules registers them.
-from skd_ray.methods import byot, vanilla  # noqa: E402,F401
+from skd_ray.methods import byot, lightskd, pskd, srdl, teskd, tfd, tfkd_reg, vanilla  # noqa: E402,F401
 
 __all__ = ["FINAL", "METHODS", "ExitCost", "MethodContext", "MethodOutput", "MethodSpec", "SelfKDMethod",
            "build_method", "get_method_spec", "register_method"]

@@ -70,6 +70,10 @@ class SelfKDMethod(nn.Module):
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
         """Hook for schedules (snapshots, warm-ups, per-epoch buffers)."""
 
+    def on_epoch_end(self, epoch: int, total_epochs: int) -> None:
+        """Hook called on every rank after an epoch's last step, before it is checkpointed
+        (e.g. to merge per-sample state written on other ranks, so checkpoints are whole)."""
+
     def on_train_batch_end(self, output: MethodOutput) -> None:
         """Hook called after the optimiser step (e.g. to store this batch's logits)."""
 

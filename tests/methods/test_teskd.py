@@ -1,0 +1,112 @@
+"""TESKD: student placement, FPN shapes, the loss by hand, teacher (non-)detachment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from handcalc import batch, close, cross_entropy, grad_is_zero, kl_t, tiny_backbone
+
+from skd_ray.errors import ConfigError
+from skd_ray.methods import FINAL
+from skd_ray.methods.teskd import Teskd, TeskdParams, partial_l2
+
+
+def make(**kw) -> Teskd:
+    params = TeskdParams(**{"w_ce": 0.3, "w_kd": 0.6, "w_fea": 0.01, "temperature": 2.0, **kw})
+    return Teskd(tiny_backbone(width=2), params)
+
+
+@pytest.mark.parametrize("n,levels", [(1, [3]), (2, [2, 3]), (3, [1, 2, 3])])
+def test_students_keep_the_deepest_levels(n: int, levels: list[int]):
+    m = make(num_students=n)
+    assert m.levels == levels
+    assert sorted(m.heads) == [f"student{level}" for level in levels]
+
+
+def test_fpn_levels_have_stage_resolution_and_last_stage_width():
+    m = make()
+    x, _ = batch(n=2, size=8)
+    feats = m.backbone.forward_stages(x)
+    fused = m.fpn(feats)
+    for level in (1, 2, 3):
+        assert fused[level].shape == (2, m.backbone.stage_channels[-1], *feats[level - 1].shape[-2:])
+    pooled, logits = m.students(feats)[1]
+    assert pooled.shape == (2, m.backbone.stage_channels[-1]) and logits.shape == (2, 4)
+
+
+def test_loss_matches_formula():
+    m = make()
+    x, y = batch(n=3)
+    out = m(x, y)
+    feats = m.backbone.forward_stages(x)
+    t_feat = feats[-1].double().mean(dim=(2, 3))
+    z = m.backbone.fc(feats[-1].mean(dim=(2, 3)))
+    ce = cross_entropy(z, y)
+    kd = fea = 0.0
+    for s_feat, s_logits in m.students(feats).values():
+        ce = ce + cross_entropy(s_logits, y)
+        kd = kd + kl_t(z, s_logits, 2.0)
+        s = s_feat.double()
+        mask = ((s > 0) | (t_feat > 0)).double()
+        fea = fea + (((s - t_feat) ** 2) * mask).sum()
+    assert close(out.loss, 0.3 * ce + 0.6 * kd + 0.01 * fea)
+    assert close(out.terms["ce"], cross_entropy(z, y))
+
+
+def test_partial_l2_ignores_where_both_are_non_positive():
+    student = torch.tensor([[1.0, -2.0, 0.5, -1.0]])
+    teacher = torch.tensor([[0.0, -1.0, 2.0, 3.0]])
+    # kept: positions 0 (student > 0), 2 (both), 3 (teacher > 0); dropped: 1
+    assert partial_l2(student, teacher).item() == pytest.approx(1.0 + 2.25 + 16.0)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_kl_reaches_teacher_classifier_only_without_detach(detach: bool):
+    m = make(detach_teacher=detach)
+    out = m(*batch(n=3))
+    kd = sum(v for k, v in out.terms.items() if k.startswith("kd_"))
+    kd.backward()
+    assert grad_is_zero(m.backbone.fc) == detach
+    assert not grad_is_zero(m.heads["student1"])
+
+
+def test_feature_target_is_detached():
+    m = make(w_ce=0.0, w_kd=0.0, w_fea=1.0)
+    captured = {}
+    pool = m.backbone.pool
+
+    def pool_and_keep(feat: torch.Tensor) -> torch.Tensor:
+        captured["teacher_feature"] = out = pool(feat)
+        out.retain_grad()
+        return out
+
+    m.backbone.pool = pool_and_keep
+    m(*batch(n=3)).loss.backward()
+    grad = captured["teacher_feature"].grad  # zero-weighted CE/KD still reach it, with zeros
+    assert grad is None or not grad.abs().sum()
+    assert not grad_is_zero(m.heads["student3"])
+
+
+def test_students_dropped_at_inference_and_odd_sizes_work():
+    m = make()
+    x, y = batch(n=2, size=14)  # stage outputs 14, 7, 4, 2: upsampling 4 -> 7 must fit
+    assert torch.isfinite(m(x, y).loss)
+    m.eval()
+    logits = m.predict(x)
+    assert list(logits) == [FINAL]
+    assert torch.allclose(logits[FINAL], m.backbone(x))
+
+
+def test_validate_params_rejects_impossible_values():
+    for n in (0, 4):
+        with pytest.raises(ConfigError):
+            Teskd.validate_params(replace(TeskdParams(), num_students=n), 4)
+    with pytest.raises(ConfigError):
+        Teskd.validate_params(replace(TeskdParams(), num_students=3), 3)
+    for bad in ({"w_kd": -1.0}, {"temperature": 0.0}):
+        with pytest.raises(ConfigError):
+            Teskd.validate_params(replace(TeskdParams(), **bad), 4)
+    for n in (1, 2, 3):
+        Teskd.validate_params(replace(TeskdParams(), num_students=n), 4)
