@@ -20,8 +20,6 @@ from skd_ray.data.sources import read_idx
 from skd_ray.errors import ConfigError, DataError
 
 
-
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to download fails the test instead of reaching the network."""

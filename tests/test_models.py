@@ -13,8 +13,6 @@ from skd_ray.models import BACKBONES, StagedResNet, backbone_num_stages, build_b
 from skd_ray.models.flops import count_macs
 
 
-
-
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
