@@ -115,8 +115,6 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args)
     space_method = load_yamlish_method(path)
     check_method_matches(space_method, args, path)
-    if args.config and args.method and space_method is None:
-        overrides.pop("method", None)
     space = load_space(path, overrides)
     experiment = args.experiment or f"skd-{path.stem}"
     check_reachable(uri)
