@@ -25,6 +25,7 @@ class DataConfig:
     dir: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0  # fixed so every trial of a search sees the same validation split
+    train_subset: int = 0  # >0: train on a fixed random subset of this many images (quick budgets)
     augment: bool | None = None  # None: the dataset's own default (crop+flip for CIFAR)
     download: bool = False  # tests and offline clusters must never download implicitly
     image_size: int = 224  # imagefolder only (use 64 for Tiny ImageNet)
@@ -246,6 +247,7 @@ def validate_core(cfg: TrainConfig) -> None:
         (cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1", "use e.g. 512"),
         (cfg.optim.momentum >= 0, "optim.momentum must be >= 0", "use e.g. 0.9"),
         (cfg.data.image_size >= 1, "data.image_size must be >= 1", "use e.g. 224 (64 for Tiny ImageNet)"),
+        (cfg.data.train_subset >= 0, "data.train_subset must be >= 0", "use 0 for the whole training part"),
         (cfg.data.loader_workers >= 0, "data.loader_workers must be >= 0", "use e.g. 4"),
         (cfg.sched.warmup_epochs >= 0, "sched.warmup_epochs must be >= 0", "use e.g. 0"),
         (cfg.sched.gamma > 0, "sched.gamma must be > 0", "use e.g. 0.1"),

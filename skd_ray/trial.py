@@ -14,11 +14,16 @@ from typing import Any
 
 from skd_ray.config import resolve_config
 from skd_ray.engine import fit
+from skd_ray.errors import SkdError
 from skd_ray.space import SearchSpace
 from skd_ray.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
 CHECKPOINTS_KEPT = 2
+
+
+class TrialFailed(RuntimeError):
+    """A trial ended with a deterministic error (e.g. NaN loss) reported by rank 0."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,19 @@ class TrialSettings:
     max_failures: int = 2
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
+def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     """Ray Train loop on every worker: resolve the config and run the generic engine."""
     from skd_ray.session import RaySession
 
     cfg = resolve_config(loop_config["flat"])
     sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
-    fit(cfg, RaySession(cfg.train.device, sink))
+    try:
+        fit(cfg, RaySession(cfg.train.device, sink))
+    except SkdError as err:
+        # Deterministic (divergence, bad data): restarting the workers would fail the same
+        # way, so it is returned to the trial function instead of triggering Train's retries.
+        return {"error": f"{type(err).__name__}: {err}"}
+    return None
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
@@ -80,7 +91,10 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         ),
     )
     try:
-        trainer.fit()
+        result = trainer.fit()
+        error = (result.return_value or {}).get("error")
+        if error:
+            raise TrialFailed(error)
     except Exception as err:
         # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
         # record the error and let its ChildRunStatus callback set the final status.

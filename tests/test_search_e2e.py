@@ -91,3 +91,23 @@ def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path) -> None
     stopped = [r for r in children if r.data.tags["skd.status"] == "early_stopped"]
     assert all(r.data.metrics["epoch"] < 4 for r in stopped)
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path) -> None:
+    space = write_space(tmp_path / "space.yaml", **{"train.epochs": 2})
+    text = yaml.safe_load(space.read_text())
+    # The first trial (the defaults) diverges at once; later ones may or may not.
+    text["params"]["optim.lr"] = {"type": "categorical", "choices": [1.0e12, 0.05], "default": 1.0e12}
+    space.write_text(yaml.safe_dump(text))
+    res = cli("--config", str(space), "--num-samples", "3", "--max-concurrent", "1",
+              "--storage", str(tmp_path / "results"), "--experiment", "nan", "--seed", "1", timeout=400)
+    _, children = child_runs(cli.mlflow_uri, "nan")
+    assert len(children) == 3, res.stdout[-4000:]
+    failed = [r for r in children if r.data.tags["skd.status"] == "failed"]
+    assert failed, res.stdout[-4000:]
+    for run in failed:
+        assert run.info.status == "FAILED"
+        assert "loss became nan" in run.data.tags["skd.failure_reason"] or \
+            "loss became inf" in run.data.tags["skd.failure_reason"]
+    assert "running" not in [r.data.tags["skd.status"] for r in children]
+    assert res.returncode == (1 if len(failed) == 3 else 0)

@@ -88,6 +88,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
     else:
         train_full, test = load_cifar(cfg.name, cfg.dir, cfg.download)
     train_idx, val_idx = holdout(len(train_full), cfg.val_fraction, cfg.split_seed)
+    if 0 < cfg.train_subset < len(train_idx):
+        train_idx = train_idx[:cfg.train_subset]  # already a seeded permutation: a fixed random subset
     train = train_full.subset(train_idx)
     mean, std = channel_stats(train)
     return DataBundle(cfg.name, train, train_full.subset(val_idx), test, info.num_classes,
