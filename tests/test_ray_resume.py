@@ -4,6 +4,7 @@ where an uninterrupted run ends, with one MLflow history (no repeated epochs).""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ def local_ray():
     import os
 
     import ray
+    import ray.cloudpickle
 
+    # Workers cannot import this test module: ship its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     tmp = Path(f"/tmp/skdr{os.getpid()}")
     ray.init(num_cpus=2, _temp_dir=str(tmp), runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
     yield
