@@ -19,7 +19,16 @@ from ray import tune
 
 from skd_ray.errors import SkdError
 from skd_ray.space import SearchSpace
-from skd_ray.tracking import LAST_ERROR_TAG, STATUS_TAG, client, find_trial_run, finish_trial_run, start_search_run
+from skd_ray.tracking import (
+    LAST_ERROR_TAG,
+    STATUS_TAG,
+    client,
+    find_trial_run,
+    finish_trial_run,
+    open_trial_runs,
+    reopen_run,
+    start_search_run,
+)
 from skd_ray.trial import TrialSettings, run_trial
 
 # Memory reserved by the trial function itself: it only waits on its TorchTrainer, so it must
@@ -57,6 +66,7 @@ class SearchOutcome:
     experiment_dir: str
     num_trials: int
     num_errors: int
+    interrupted: bool = False  # stopped before every trial ended (Ctrl-C); --resume continues it
 
 
 def safe_name(name: str) -> str:
@@ -136,7 +146,40 @@ def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
     else:
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
+        start_local_ray(kwargs)
+
+
+def start_local_ray(kwargs: dict[str, Any]) -> None:
+    """Start a local cluster whose address every process of the job knows.
+
+    Ray's own helpers (Train's placement-group cleaner among them) look the cluster up by
+    scanning the machine when RAY_ADDRESS is unset; with a second Ray instance on the same
+    machine that lookup fails, the cleaner dies, a stopped trial's workers are never freed
+    and the next trial waits forever. So the GCS port is chosen here and published as
+    RAY_ADDRESS to every actor of the job.
+    """
+    import socket
+
+    import ray
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    address = f"{get_node_ip_address()}:{port}"
+    kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"] = address
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
         ray.init(**kwargs)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    if ray.get_runtime_context().gcs_address != address:
+        raise SkdError(f"the local Ray cluster started at {ray.get_runtime_context().gcs_address}, not {address}",
+                       "retry; if it persists, start Ray with `ray start --head` and pass --address")
 
 
 class ChildRunStatus(tune.Callback):
@@ -180,12 +223,15 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     connect_ray(req.address)
     concurrency = plan_concurrency(ray.cluster_resources(), req)
     max_epochs = int(req.space.fixed.get("train.epochs", 15))
+    num_samples = req.num_samples
     if req.resume:
         if not state_file.exists() or not tune.Tuner.can_restore(str(exp_dir)):
             raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
                            "or drop --resume to start a new search")
         state = json.loads(state_file.read_text())
         experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
+        num_samples = int(state["request"]["num_samples"])  # Tune restores its own; --num-samples is ignored
+        reopen_run(req.tracking_uri, parent_run_id)
     else:
         if state_file.exists():
             raise SkdError(f"a search named {name} already exists under {req.storage}",
@@ -228,6 +274,30 @@ def run_search(req: SearchRequest) -> SearchOutcome:
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     results = tuner.fit()
-    status = "completed" if not results.num_errors else "completed_with_errors"
-    finish_trial_run(req.tracking_uri, parent_run_id, status)
-    return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors)
+    # Tune returns normally when interrupted (SIGINT), with its state saved for a resume.
+    interrupted = len(results) < num_samples or results.num_terminated + results.num_errors < len(results)
+    if interrupted:
+        for run_id in open_trial_runs(req.tracking_uri, experiment_id, parent_run_id):
+            finish_trial_run(req.tracking_uri, run_id, "interrupted")
+        finish_trial_run(req.tracking_uri, parent_run_id, "interrupted")
+    else:
+        close_abandoned(req.tracking_uri, experiment_id, parent_run_id, exp_dir / "optuna.db", name)
+        status = "completed" if not results.num_errors else "completed_with_errors"
+        finish_trial_run(req.tracking_uri, parent_run_id, status)
+    return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors, interrupted)
+
+
+def close_abandoned(uri: str, experiment_id: str, parent_run_id: str, study_db: Path, study_name: str) -> None:
+    """Once every trial of a search has ended, close what a killed driver left open that no
+    trial continues: a trial it started after Tune last saved its state is unknown to the
+    resumed search (which samples a replacement), so its child run and Optuna trial would stay
+    running forever. They become failed / FAIL. A no-op for searches never killed."""
+    import optuna
+
+    for run_id in open_trial_runs(uri, experiment_id, parent_run_id):
+        finish_trial_run(uri, run_id, "failed", "abandoned: the search was killed before Ray Tune recorded this "
+                         "trial, and the resumed search sampled another one")
+    if study_db.exists():
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_db}")
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
