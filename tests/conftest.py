@@ -12,6 +12,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers, also for tests/methods
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,6 +35,7 @@ class CliRun:
                     "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
                     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
         self.env.pop("RAY_ADDRESS", None)
+        self.background: list[subprocess.Popen] = []
 
     @property
     def mlflow_uri(self) -> str:
@@ -54,9 +56,25 @@ class CliRun:
                 os.killpg(proc.pid, signal.SIGKILL)
         return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
+    def start(self, *args: str, log: Path) -> subprocess.Popen:
+        """Start `run_search.py` in the background (own process group, output to `log`);
+        the fixture kills its process group at teardown if it is still running."""
+        cmd = [sys.executable, str(REPO / "run_search.py"), *args]
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    text=True, start_new_session=True)
+        self.background.append(proc)
+        return proc
+
     def cleanup(self) -> None:
         import shutil
 
+        for proc in self.background:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 

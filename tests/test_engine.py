@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from interrupting_session import Interrupted, StopAfter
 
 from skd_ray import engine
 from skd_ray.config import resolve_config
@@ -101,21 +102,6 @@ def test_huge_learning_rate_diverges() -> None:
 
 # --- checkpoints and exact resume -----------------------------------------------------------
 
-class Interrupted(Exception):
-    pass
-
-
-class StopAfter(LocalSession):
-    """Saves like LocalSession, then dies after reporting epoch `stop`."""
-
-    def __init__(self, stop: int, checkpoint_dir: Path) -> None:
-        super().__init__("cpu", checkpoint_dir=checkpoint_dir, echo=False)
-        self.stop = stop
-
-    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
-        super().report(metrics, state, is_best)
-        if metrics["epoch"] == self.stop:
-            raise Interrupted
 
 
 @pytest.fixture(scope="module")

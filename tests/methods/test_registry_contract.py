@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from handcalc import batch
+from interrupting_session import Interrupted, StopAfter
 
 from skd_ray.config import resolve_config
 from skd_ray.engine import fit
@@ -157,20 +158,6 @@ def test_core_imports_no_ray_optuna_mlflow():
 
 
 # --- exact resume through the engine ---------------------------------------------------------
-
-class Interrupted(Exception):
-    pass
-
-
-class StopAfter(LocalSession):
-    def __init__(self, stop: int, checkpoint_dir: Path) -> None:
-        super().__init__("cpu", checkpoint_dir=checkpoint_dir, echo=False)
-        self.stop = stop
-
-    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
-        super().report(metrics, state, is_best)
-        if metrics["epoch"] == self.stop:
-            raise Interrupted
 
 
 RESUME_OVERRIDES: dict[str, dict[str, Any]] = {
