@@ -175,6 +175,9 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
     print(f"search {name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
           f"results in {outcome.experiment_dir}")
     show_results(uri, experiment, outcome.parent_run_id)
+    if outcome.interrupted:
+        print("interrupted: finished trials are kept in MLflow; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0 if outcome.num_errors < outcome.num_trials else 1
 
 

@@ -274,8 +274,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     results = tuner.fit()
-    # Tune returns normally when interrupted (SIGINT), with its state saved for a resume.
-    interrupted = len(results) < num_samples or results.num_terminated + results.num_errors < len(results)
+    interrupted = len(results) < num_samples or unfinished_trials(exp_dir) > 0
     if interrupted:
         for run_id in open_trial_runs(req.tracking_uri, experiment_id, parent_run_id):
             finish_trial_run(req.tracking_uri, run_id, "interrupted")
@@ -285,6 +284,15 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         status = "completed" if not results.num_errors else "completed_with_errors"
         finish_trial_run(req.tracking_uri, parent_run_id, status)
     return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors, interrupted)
+
+
+def unfinished_trials(exp_dir: Path) -> int:
+    """Trials that Tune's saved state records as not ended. Tune returns normally when it is
+    interrupted (SIGINT): it saves its state, then stops the running trials, whose in-memory
+    status then reads TERMINATED; only the saved state tells them apart from finished ones."""
+    from ray.tune import ExperimentAnalysis
+
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in ExperimentAnalysis(str(exp_dir)).trials)
 
 
 def close_abandoned(uri: str, experiment_id: str, parent_run_id: str, study_db: Path, study_name: str) -> None:

@@ -25,6 +25,8 @@ class MetricSink(Protocol):
 
     def log_best_state(self, state: dict[str, Any], directory: Path) -> None: ...
 
+    def log_tags(self, tags: dict[str, str]) -> None: ...
+
 
 def publish(sink: MetricSink | None, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
     """Send an epoch's metrics, and the model state when it is the best so far, to `sink`."""
@@ -110,6 +112,8 @@ class RaySession:
     Every rank reports (Train requires it); only rank 0 attaches the checkpoint and writes
     to the metric sink, so a trial has one MLflow run whatever its worker count. The
     checkpoint carries `is_best` so the driver can pick the best one after the run.
+    Rank 0 also tags the run with the Ray node id of every rank (`skd.worker_nodes`, in
+    rank order), which shows where a multi-node trial really ran.
     """
 
     def __init__(self, device: str = "auto", sink: MetricSink | None = None) -> None:
@@ -122,6 +126,22 @@ class RaySession:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.sink = sink if self.rank == 0 else None
+        self.node_ids = self._gather_node_ids()
+        if self.sink is not None:
+            self.sink.log_tags({"skd.worker_nodes": ",".join(self.node_ids),
+                                "skd.world_size": str(self.world_size)})
+
+    def _gather_node_ids(self) -> list[str]:
+        """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""
+        import ray
+        import torch.distributed as dist
+
+        node_id = ray.get_runtime_context().get_node_id()
+        if self.world_size == 1 or not dist.is_initialized():
+            return [node_id]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, node_id)
+        return [str(n) for n in gathered]
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if self.world_size == 1:

@@ -17,7 +17,7 @@ from typing import Any
 from skd_ray.errors import SkdError
 
 TRIAL_TAG = "skd.ray_trial_id"
-STATUS_TAG = "skd.status"  # running | completed | early_stopped | failed
+STATUS_TAG = "skd.status"  # running | completed | early_stopped | failed | interrupted
 REASON_TAG = "skd.failure_reason"
 LAST_ERROR_TAG = "skd.last_error"  # written by the trial process; promoted to REASON_TAG on failure
 
@@ -112,8 +112,7 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: 
     """Find or create the child run of a trial; params and the config artifact are logged once."""
     existing = find_trial_run(uri, experiment_id, parent_run_id, trial_id)
     if existing is not None:
-        client(uri).set_terminated(existing, "RUNNING")
-        client(uri).set_tag(existing, STATUS_TAG, "running")
+        reopen_run(uri, existing)
         return existing
     c = client(uri)
     run = c.create_run(experiment_id, run_name=run_name, tags={
@@ -125,13 +124,27 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: 
     return run_id
 
 
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a run of an interrupted search running again (its search was resumed)."""
+    client(uri).set_terminated(run_id, "RUNNING")
+    client(uri).set_tag(run_id, STATUS_TAG, "running")
+
+
+def open_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
+    """Child runs of a search that are not closed (running, or interrupted with their search)."""
+    runs = client(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)
+    return [r.info.run_id for r in runs if r.data.tags.get(STATUS_TAG) in ("running", "interrupted")]
+
+
 def finish_trial_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    """Close a child run: status is completed, early_stopped or failed (with the reason)."""
+    """Close a run: status is completed, early_stopped, failed (with the reason) or
+    interrupted (its search stopped before it ended; `--resume` reopens it)."""
     c = client(uri)
     c.set_tag(run_id, STATUS_TAG, status)
     if reason:
         c.set_tag(run_id, REASON_TAG, reason[:5000])
-    c.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+    c.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
 
 
 class TrialTracker:
@@ -150,6 +163,12 @@ class TrialTracker:
         c = client(self.uri)
         for i in range(0, len(items), 500):
             _retry(lambda batch=items[i:i + 500]: c.log_batch(self.run_id, metrics=batch))
+
+    def log_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, v) for k, v in tags.items()]
+        _retry(lambda: client(self.uri).log_batch(self.run_id, tags=batch))
 
     def log_best_state(self, state: dict[str, Any], directory: Path) -> None:
         """Store the best checkpoint (deployable + method state) as the run's artifact."""

@@ -71,6 +71,14 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         ctx.get_trial_name(), cfg.to_flat(),
         {"skd.method": cfg.method, "skd.seed": str(cfg.train.seed), "skd.trial_name": ctx.get_trial_name()},
     )
+    train_run = f"train_{ctx.get_trial_id()}"
+    finished = finished_train_metrics(f"{settings.storage_path.rstrip('/')}/{train_run}", cfg.train.epochs)
+    if finished is not None:
+        # Training ended but the search was interrupted before Tune recorded it: hand Tune
+        # the stored final result instead of a Train run with nothing left to report.
+        tune.report(finished)
+        finish_trial_run(settings.tracking_uri, run_id, "completed")
+        return
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
@@ -81,7 +89,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=f"train_{ctx.get_trial_id()}",
+            name=train_run,
             storage_path=settings.storage_path,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
@@ -101,6 +109,19 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         client(settings.tracking_uri).set_tag(run_id, LAST_ERROR_TAG, failure_reason(err))
         raise
     finish_trial_run(settings.tracking_uri, run_id, "completed")
+
+
+def finished_train_metrics(run_path: str, epochs: int) -> dict[str, Any] | None:
+    """Final metrics of the trial's Ray Train run when it already trained all `epochs`
+    (every epoch is checkpointed with its metrics), else None (no run yet, or unfinished)."""
+    import ray.train
+
+    try:
+        result = ray.train.Result.from_path(run_path)
+    except RuntimeError:  # no such run, or it never registered a checkpoint
+        return None
+    metrics = dict(result.metrics or {})
+    return metrics if metrics.get("epoch", 0) >= epochs else None
 
 
 def failure_reason(err: BaseException) -> str:

@@ -94,6 +94,13 @@ def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path
     import torch
 
     assert sa["epoch"] == sb["epoch"] == 4
+    # A resumed search asks whether a trial's Train run already trained every epoch.
+    from skd_ray.trial import finished_train_metrics
+
+    finished = finished_train_metrics(str(tmp_path / "storage" / "plain"), 4)
+    assert finished is not None and finished["epoch"] == 4 and finished["val_acc"] == plain_hist[4]
+    assert finished_train_metrics(str(tmp_path / "storage" / "plain"), 5) is None
+    assert finished_train_metrics(str(tmp_path / "storage" / "never_ran"), 4) is None
     assert int(sb["model"]["stage"]) == 2  # SRDL's stage survived the restart
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), key
