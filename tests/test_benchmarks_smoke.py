@@ -1,0 +1,38 @@
+"""The cost benchmark runs end to end in its quick mode and prints one parsable line per method
+(no timing is asserted: the numbers depend on the machine)."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skd_ray.methods import METHODS
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "method_cost.py"
+LINE = re.compile(r"^method=(\S+) time_ratio=(\S+) mem_ratio=(\S+)$")
+
+
+def test_method_cost_quick_prints_a_ratio_per_method() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    ratios = {}
+    for line in proc.stdout.splitlines():
+        match = LINE.match(line)
+        if match:
+            name, time_ratio, mem_ratio = match.group(1), float(match.group(2)), float(match.group(3))
+            assert name not in ratios, f"{name} printed twice"
+            ratios[name] = (time_ratio, mem_ratio)
+    assert set(ratios) == set(METHODS), proc.stdout
+    assert ratios["vanilla"][0] == 1.0
+    for name, (time_ratio, mem_ratio) in ratios.items():
+        assert time_ratio > 0 and math.isfinite(time_ratio), name
+        # A quick run's CPU memory growth is a few MB, so only its form is checked.
+        assert math.isnan(mem_ratio) or mem_ratio >= 0, name
