@@ -162,6 +162,7 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
     from skd_ray.search import SearchRequest, latest_search_name, run_search
 
     storage = str(Path(args.storage).resolve())
+    check_writable(storage)
     name = latest_search_name(storage, experiment) if args.resume else \
         f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
     req = SearchRequest(space=space, storage=storage, tracking_uri=uri, experiment=experiment, search_name=name,
@@ -179,6 +180,20 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
         print("interrupted: finished trials are kept in MLflow; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if outcome.num_errors < outcome.num_trials else 1
+
+
+def check_writable(directory: str) -> None:
+    """The results directory must be creatable and writable before Ray starts."""
+    import os
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SkdError(f"storage {directory} cannot be created ({err.strerror})",
+                       "pass --storage with a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SkdError(f"storage {directory} is not writable", "pass --storage with a writable directory")
 
 
 def show_results(uri: str, experiment: str, parent_run_id: str | None = None) -> int:

@@ -96,3 +96,12 @@ def test_unreachable_cluster_fails_fast(cli, tmp_path: Path) -> None:
     assert res.returncode == 2
     (line,) = error_lines(res.stdout)
     assert "127.0.0.1:9 cannot be reached" in line
+
+
+@pytest.mark.parametrize("storage", ["/proc/skd_results", "/sys/skd_results"])
+def test_unwritable_storage_is_refused_before_ray_starts(cli, storage: str) -> None:
+    res = cli("--storage", storage, "--num-samples", "1", timeout=120)
+    assert res.returncode == 2, res.stdout[-3000:]
+    (line,) = error_lines(res.stdout)
+    assert f"storage {storage} cannot be created" in line and "--storage" in line
+    assert "Started a local Ray instance" not in res.stdout
