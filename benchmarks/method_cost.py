@@ -257,8 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for m in names:
             runs[m].append(run_child(args, m, argv))
-    results = {m: {**rs[-1], "epoch_s": statistics.median(r["epoch_s"] for r in rs),
-                   "peak_mb": statistics.median(r["peak_mb"] for r in rs)} for m, rs in runs.items()}
+    results = {}
+    for m, rs in runs.items():
+        epoch_s = statistics.median(r["epoch_s"] for r in rs)
+        results[m] = {**rs[-1], "epoch_s": epoch_s, "peak_mb": statistics.median(r["peak_mb"] for r in rs),
+                      "images_per_s": rs[-1]["steps_per_epoch"] * args.batch_size / epoch_s}
     base = results["vanilla"]
     print(f"# {args.backbone} width={args.width or 'default'} on {args.dataset} ({base['train_images']} training "
           f"images, batch {args.batch_size}, {base['steps_per_epoch']} steps/epoch), device={base['device']} "
