@@ -103,7 +103,9 @@ class LocalSession:
         if self.checkpoint_dir is not None:
             save_state(state, self.checkpoint_dir)
         if is_best:
-            self.best_state = {"model": state["model"], "epoch": state["epoch"]}
+            # Copies: state_dict tensors alias the live weights, which keep training.
+            self.best_state = {"model": {k: v.detach().clone() for k, v in state["model"].items()},
+                               "epoch": state["epoch"]}
 
 
 class RaySession:

@@ -248,3 +248,14 @@ def test_lr_factor_schedules() -> None:
     assert [lr_factor(step, method, e) for e in range(8)] == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
     warm = resolve_config({"train.epochs": 8, "sched.name": "none", "sched.warmup_epochs": 2})
     assert [lr_factor(warm, method, e) for e in range(4)] == pytest.approx([1 / 3, 2 / 3, 1, 1])
+
+
+def test_local_session_best_state_is_a_snapshot_not_the_live_weights() -> None:
+    import torch
+
+    session = LocalSession("cpu", echo=False)
+    weight = torch.zeros(2)
+    session.report({"epoch": 1, "val_acc": 0.9, "train_loss": 0.1, "time_epoch_s": 0.0},
+                   {"model": {"w": weight}, "epoch": 1}, True)
+    weight.add_(1.0)  # training goes on in place
+    assert torch.equal(session.best_state["model"]["w"], torch.zeros(2))
