@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a config value, e.g. --set optim.lr=0.1 (repeatable)")
     p.add_argument("--debug", action="store_true", help="run one configuration in-process, no Ray")
     p.add_argument("--results", action="store_true", help="print the latest search's leaderboard")
+    p.add_argument("--report", metavar="DIR", help="with --results: also write report.md (settings, leaderboard, "
+                   "best config, early exit) and its PNG plots to DIR")
     p.add_argument("--resume", action="store_true", help="continue the latest search of --experiment")
     return p
 
@@ -107,8 +109,14 @@ def run(args: argparse.Namespace) -> int:
     from skd_ray.tracking import check_reachable, default_tracking_uri
 
     uri = args.mlflow_uri or default_tracking_uri()
+    if args.report and not args.results:
+        raise SkdError("--report DIR writes the report of a finished search", "add --results")
     if args.results:
-        return show_results(uri, args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}")
+        searched = args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}"
+        code = show_results(uri, searched)
+        if args.report:
+            write_search_report(uri, searched, args.report)
+        return code
     from skd_ray.space import load_space
 
     path = resolve_space_path(args)
@@ -205,6 +213,14 @@ def show_results(uri: str, experiment: str, parent_run_id: str | None = None) ->
     print(format_leaderboard(rows))
     print_browse_hint(uri, experiment)
     return 0
+
+
+def write_search_report(uri: str, experiment: str, report_dir: str, parent_run_id: str | None = None) -> None:
+    """--results --report DIR: the search as a Markdown page with its plots, viewable without MLflow."""
+    from skd_ray.search_report import write_report
+
+    path = write_report(uri, experiment, report_dir, parent_run_id)
+    print(f"report: {path} (plots beside it)")
 
 
 def print_browse_hint(uri: str, experiment: str) -> None:

@@ -8,6 +8,8 @@ Results are sums over samples so that shards of a distributed evaluation add up 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from skd_ray.methods.base import FINAL, ExitCost
@@ -48,3 +50,60 @@ def exit_metric_sums(logits: dict[str, torch.Tensor], y: torch.Tensor,
         sums[f"acc.dynamic_{key}"] = (chosen == y).sum().float()
         sums[f"compute.dynamic_{key}"] = cumulative[first].sum()
     return sums
+
+
+def exit_compute(costs: dict[str, ExitCost]) -> dict[str, float]:
+    """Relative compute (MACs / the plain backbone's) of answering with each exit alone, and of
+    the ensemble, which must run every exit head: `compute.<exit>`, `compute.ensemble`.
+
+    Single-exit methods get nothing: their only exit is the unit of compute.
+    """
+    if len(costs) <= 1:
+        return {}
+    out = {f"compute.{name}": cost.standalone for name, cost in costs.items()}
+    out["compute.ensemble"] = max(cost.cumulative for cost in costs.values())
+    return out
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One way to answer: an exit, the ensemble or the dynamic policy at one threshold."""
+
+    label: str  # exit name, "ensemble", or the threshold as text
+    accuracy: float
+    compute: float  # relative to the plain backbone (the deployable network = 1)
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """Accuracy versus compute of every exit, the ensemble and the dynamic policy per threshold."""
+
+    exits: list[TradeoffPoint]  # cheapest first; the deployable exit is named FINAL
+    ensemble: TradeoffPoint | None
+    dynamic: list[TradeoffPoint]  # lowest threshold first
+
+
+def tradeoff_from_metrics(metrics: dict[str, float], prefix: str = "val") -> Tradeoff | None:
+    """Read the trade-off back from evaluation metrics as `engine.evaluate` names them
+    (`<prefix>_acc.<exit>`, `<prefix>_compute.<exit>`, `<prefix>_acc.dynamic_t<t>`, ...).
+
+    None for single-exit methods, which log no compute metrics.
+    """
+    acc, compute = f"{prefix}_acc", f"{prefix}_compute."
+    names = [k.removeprefix(compute) for k in metrics if k.startswith(compute)]
+    exits, ensemble, dynamic = [], None, []
+    for name in names:
+        key = acc if name == FINAL else f"{acc}.{name}"
+        if key not in metrics:
+            continue
+        if name.startswith("dynamic_t"):
+            dynamic.append(TradeoffPoint(name.removeprefix("dynamic_t"), metrics[key], metrics[compute + name]))
+        elif name == "ensemble":
+            ensemble = TradeoffPoint(name, metrics[key], metrics[compute + name])
+        else:
+            exits.append(TradeoffPoint(name, metrics[key], metrics[compute + name]))
+    if not exits:
+        return None
+    exits.sort(key=lambda p: p.compute)
+    dynamic.sort(key=lambda p: float(p.label))
+    return Tradeoff(exits, ensemble, dynamic)

@@ -17,7 +17,7 @@ from torch import nn
 
 from skd_ray.config import TrainConfig
 from skd_ray.data import build_loader, load_data
-from skd_ray.early_exit import exit_metric_sums
+from skd_ray.early_exit import exit_compute, exit_metric_sums
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method
 from skd_ray.models import build_backbone
@@ -152,9 +152,7 @@ def evaluate(method: SelfKDMethod, loader: Any, cfg: TrainConfig, device: torch.
     for k, v in zip(keys, vector[:-1].tolist()):
         name = "acc" if k == "acc.final" else k
         metrics[f"{prefix}_{name}"] = v / total
-    for name, cost in (costs or {}).items():
-        if len(costs or {}) > 1:
-            metrics[f"{prefix}_compute.{name}"] = cost.standalone
+    metrics.update({f"{prefix}_{k}": v for k, v in exit_compute(costs or {}).items()})
     return metrics
 
 

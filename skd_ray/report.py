@@ -25,6 +25,7 @@ class TrialRow:
     best_val_acc: float
     exit_acc: dict[str, float]
     params: dict[str, str]
+    start_time: int = 0  # ms since the epoch: the order in which the search started its trials
 
 
 def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None) -> tuple[str, Any]:
@@ -56,7 +57,7 @@ def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRo
         rows.append(TrialRow(run.data.tags.get("skd.trial_name", run.info.run_name or run.info.run_id),
                              run.info.run_id, run.data.tags.get(STATUS_TAG, run.info.status.lower()),
                              int(m.get("epoch", 0)), float(m.get("best_val_acc", float("nan"))),
-                             exits, dict(run.data.params)))
+                             exits, dict(run.data.params), int(run.info.start_time or 0)))
     rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc), reverse=True)
     return rows
 
@@ -67,10 +68,9 @@ def varying_params(rows: list[TrialRow]) -> list[str]:
     return [k for k in keys if len({r.params.get(k) for r in rows}) > 1]
 
 
-def format_leaderboard(rows: list[TrialRow], max_params: int = 8) -> str:
-    """A fixed-width text table: rank, trial, status, epochs, best val acc, exits, params."""
-    if not rows:
-        return "(no trials recorded)"
+def leaderboard_table(rows: list[TrialRow], max_params: int = 8) -> list[list[str]]:
+    """Header and one row of cells per trial: rank, trial, status, epochs, best val acc, exits,
+    searched params. Shared by the terminal table and the Markdown report."""
     params = varying_params(rows)[:max_params]
     exit_names = sorted({e for r in rows for e in r.exit_acc if e != "ensemble"}) + \
         (["ensemble"] if any("ensemble" in r.exit_acc for r in rows) else [])
@@ -81,7 +81,15 @@ def format_leaderboard(rows: list[TrialRow], max_params: int = 8) -> str:
         table.append([str(i), r.name, r.status, str(r.epochs), _fmt(r.best_val_acc)]
                      + [_fmt(r.exit_acc.get(e)) for e in exit_names]
                      + [_short(r.params.get(p, "-")) for p in params])
-    widths = [max(len(row[c]) for row in table) for c in range(len(header))]
+    return table
+
+
+def format_leaderboard(rows: list[TrialRow], max_params: int = 8) -> str:
+    """A fixed-width text table (see `leaderboard_table`)."""
+    if not rows:
+        return "(no trials recorded)"
+    table = leaderboard_table(rows, max_params)
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
 
 
@@ -101,8 +109,13 @@ def best_config(rows: list[TrialRow]) -> dict[str, Any]:
     """Flat config of the best trial, values decoded from MLflow's strings."""
     if not rows:
         raise SkdError("the search has no trials", "run a search first")
+    return decode_params(rows[0].params)
+
+
+def decode_params(params: dict[str, str]) -> dict[str, Any]:
+    """MLflow param strings -> config values (non-strings were logged as JSON)."""
     out: dict[str, Any] = {}
-    for k, v in rows[0].params.items():
+    for k, v in params.items():
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:

@@ -18,6 +18,7 @@ from typing import Any
 from ray import tune
 
 from skd_ray.errors import SkdError
+from skd_ray.search_report import log_search_plots
 from skd_ray.space import SearchSpace
 from skd_ray.tracking import (
     LAST_ERROR_TAG,
@@ -283,6 +284,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         close_abandoned(req.tracking_uri, experiment_id, parent_run_id, exp_dir / "optuna.db", name)
         status = "completed" if not results.num_errors else "completed_with_errors"
         finish_trial_run(req.tracking_uri, parent_run_id, status)
+    log_search_plots(req.tracking_uri, req.experiment, parent_run_id)  # never raises: prints a warning instead
     return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors, interrupted)
 
 

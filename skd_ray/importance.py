@@ -1,0 +1,71 @@
+"""Which searched parameters mattered: Optuna's fANOVA importances of a finished search.
+
+The trials are read from MLflow (values = best validation accuracy, as on the leaderboard)
+and put into an in-memory Optuna study, so importances agree with the leaderboard and need
+neither the search's storage nor its Optuna database. Distributions are rebuilt from the
+values seen: numbers as a float range, anything else as categories. fANOVA's random forest
+splits on thresholds, so it needs no log scale and the observed range is enough.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from skd_ray.report import TrialRow, decode_params, varying_params
+
+
+class ImportanceUnavailable(Exception):
+    """Importances cannot be computed for this search; the message says why."""
+
+
+def param_importances(rows: list[TrialRow], seed: int = 0) -> dict[str, float]:
+    """Normalised importance of each searched parameter (sums to 1), most important first.
+
+    Raises ImportanceUnavailable with the reason when the search has fewer than two finished
+    trials or fewer than two searched parameters that every finished trial has (a single
+    parameter is trivially 100% important; conditional parameters are left out).
+    """
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    scored = [r for r in rows if math.isfinite(r.best_val_acc) and r.status != "failed"]
+    if len(scored) < 2:
+        raise ImportanceUnavailable(f"needs at least 2 finished trials, the search has {len(scored)}")
+    values = [decode_params(r.params) for r in scored]
+    names = [k for k in varying_params(scored) if all(k in v for v in values)]
+    if len(names) < 2:
+        which = f" ({names[0]})" if names else ""
+        raise ImportanceUnavailable(f"needs at least 2 parameters that vary across every finished trial, "
+                                    f"the search has {len(names)}{which}")
+    distributions = {name: _distribution([v[name] for v in values]) for name in names}
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" lines in the driver's output
+    try:
+        study = optuna.create_study(direction="maximize")
+        for row, params in zip(scored, values):
+            study.add_trial(optuna.trial.create_trial(
+                params={name: _encode(params[name], distributions[name]) for name in names},
+                distributions=distributions, value=row.best_val_acc))
+        found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), params=names)
+    finally:
+        optuna.logging.set_verbosity(previous)
+    return {name: float(value) for name, value in sorted(found.items(), key=lambda kv: -kv[1])}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _distribution(values: list[Any]) -> Any:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if all(_is_number(v) for v in values):
+        return FloatDistribution(float(min(values)), float(max(values)))
+    return CategoricalDistribution(sorted({str(v) for v in values}))
+
+
+def _encode(value: Any, distribution: Any) -> Any:
+    from optuna.distributions import FloatDistribution
+
+    return float(value) if isinstance(distribution, FloatDistribution) else str(value)

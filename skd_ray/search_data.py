@@ -1,0 +1,104 @@
+"""Everything the plots and the Markdown report show about one search, read from MLflow.
+
+Read from MLflow only (like the leaderboard), so plots and reports can be made on any machine
+that reaches the tracking store, for searches finished long ago or elsewhere. One
+`SearchData` is loaded once and then drawn and written without further queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from skd_ray.early_exit import Tradeoff, tradeoff_from_metrics
+from skd_ray.report import TrialRow, find_search_run, trial_rows
+from skd_ray.tracking import STATUS_TAG, client
+
+OBJECTIVE = "val_acc"  # what searches select on (validation accuracy of the deployable network)
+SEARCH_TAGS = ("skd.space", "skd.methods", "skd.git_commit")
+
+
+@dataclass
+class TradeoffOfTrial:
+    """Early-exit trade-off of one trial at its best epoch (the epoch of its best checkpoint)."""
+
+    trial: str
+    epoch: int
+    tradeoff: Tradeoff
+
+
+@dataclass
+class SearchData:
+    """A search as the plots and the report need it."""
+
+    experiment: str
+    run_name: str
+    run_id: str
+    status: str
+    settings: dict[str, str]  # the parent run's params (search.*, fixed.*)
+    tags: dict[str, str]
+    rows: list[TrialRow]  # leaderboard order: best validation accuracy first
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # top trials: (epoch, val_acc)
+    tradeoff: TradeoffOfTrial | None = None
+
+    def scored(self) -> list[TrialRow]:
+        """Trials with a validation accuracy that did not fail, best first."""
+        return [r for r in self.rows if math.isfinite(r.best_val_acc) and r.status != "failed"]
+
+    def in_start_order(self) -> list[TrialRow]:
+        """Every trial in the order the search started them (Optuna's trial order)."""
+        return sorted(self.rows, key=lambda r: (r.start_time, r.name))
+
+
+def load_search_data(uri: str, experiment: str, parent_run_id: str | None = None,
+                     top_n: int = 5) -> SearchData:
+    """The given (or latest) search of `experiment`: leaderboard rows, the validation curves
+    of its `top_n` best trials and the early-exit trade-off of its best multi-exit trial."""
+    exp_id, parent = find_search_run(uri, experiment, parent_run_id)
+    rows = trial_rows(uri, exp_id, parent.info.run_id)
+    tags = parent.data.tags
+    data = SearchData(experiment, parent.info.run_name or parent.info.run_id, parent.info.run_id,
+                      tags.get(STATUS_TAG, parent.info.status.lower()), dict(parent.data.params),
+                      {k: tags[k] for k in SEARCH_TAGS if k in tags}, rows)
+    for row in data.scored()[:top_n]:
+        data.curves[row.name] = [(m.step, m.value) for m in _history(uri, row.run_id, OBJECTIVE)]
+    data.tradeoff = best_tradeoff(uri, data.scored())
+    return data
+
+
+def best_tradeoff(uri: str, scored: list[TrialRow]) -> TradeoffOfTrial | None:
+    """The trade-off of the best trial whose method has early exits (a cross-method search's
+    best trial may be a single-exit method), at that trial's best epoch."""
+    for row in scored:
+        if not any(name != "ensemble" for name in row.exit_acc):
+            continue
+        metrics, epoch = metrics_at_best_epoch(uri, row.run_id)
+        found = tradeoff_from_metrics(metrics)
+        if found is not None:
+            return TradeoffOfTrial(row.name, epoch, found)
+    return None
+
+
+def metrics_at_best_epoch(uri: str, run_id: str) -> tuple[dict[str, float], int]:
+    """Every validation metric of a run at the epoch with the best `val_acc` (the first such
+    epoch, as the best checkpoint is), and that epoch. The dynamic policy's metrics of one
+    epoch belong together: per-metric bests would mix epochs."""
+    history = _history(uri, run_id, OBJECTIVE)
+    if not history:
+        return {}, 0
+    best = max(history, key=lambda m: (m.value, -m.step))
+    keys = [k for k in client(uri).get_run(run_id).data.metrics if k.startswith(("val_acc", "val_compute"))]
+    out: dict[str, float] = {}
+    for key in keys:
+        values = {m.step: m.value for m in _history(uri, run_id, key)}
+        if best.step in values:
+            out[key] = values[best.step]
+    return out, best.step
+
+
+def _history(uri: str, run_id: str, key: str) -> list[Any]:
+    """One point per epoch, in epoch order; an epoch logged twice (a trial restarted from its
+    checkpoint re-trains it) keeps its latest value."""
+    latest = {m.step: m for m in sorted(client(uri).get_metric_history(run_id, key), key=lambda m: m.timestamp)}
+    return [latest[step] for step in sorted(latest)]

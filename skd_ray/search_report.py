@@ -1,0 +1,79 @@
+"""What a finished search leaves behind besides its runs: plots on its MLflow parent run, and
+on request a self-contained Markdown report directory (`--results --report DIR`).
+
+Both read the search back from MLflow (`search_data`), so they show exactly what the
+leaderboard shows and work for any search in the store, old or new. matplotlib is imported
+only when plots are drawn, so importing this module (the search driver does) cannot fail.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from skd_ray.errors import SkdError
+from skd_ray.tracking import client
+
+if TYPE_CHECKING:
+    from skd_ray.plots import PlotSet
+
+PLOTS_ARTIFACT_DIR = "plots"
+REPORT_FILE = "report.md"
+
+
+def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet | None:
+    """Draw the search's plots and log them as artifacts of its parent run (under `plots/`,
+    with `skipped.txt` saying why any plot is missing). Prints one line of outcome and returns
+    what was logged (files as artifact paths of the parent run).
+
+    Never raises: the search's results are already safe in MLflow, and a plotting problem
+    (a broken font cache, an unreachable store) must not turn a finished search into a
+    failed one. Any error is printed as one warning line and None is returned.
+    """
+    try:
+        from skd_ray.plots import draw_search_plots
+        from skd_ray.search_data import load_search_data
+
+        data = load_search_data(uri, experiment, parent_run_id)
+        with tempfile.TemporaryDirectory(prefix="skd_plots_") as tmp:
+            plots = draw_search_plots(data, Path(tmp))
+            if plots.skipped:
+                (Path(tmp) / "skipped.txt").write_text(skipped_text(plots))
+            client(uri).log_artifacts(parent_run_id, tmp, PLOTS_ARTIFACT_DIR)
+    except Exception as err:
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"warning: no plots for this search ({type(err).__name__}: {first_line}); "
+              "its results are complete in MLflow")
+        return None
+    plots.files = {name: Path(PLOTS_ARTIFACT_DIR) / path.name for name, path in plots.files.items()}
+    note = f" (not drawn: {'; '.join(f'{n}: {r}' for n, r in plots.skipped.items())})" if plots.skipped else ""
+    print(f"plots: {len(plots.files)} logged to the search's MLflow run under {PLOTS_ARTIFACT_DIR}/{note}")
+    return plots
+
+
+def skipped_text(plots: PlotSet) -> str:
+    """One line per plot not drawn, with the reason."""
+    from skd_ray.plots import PLOT_TITLES
+
+    return "".join(f"{PLOT_TITLES.get(name, name)} ({name}): {reason}\n" for name, reason in plots.skipped.items())
+
+
+def write_report(uri: str, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
+    """Write `report.md` and its PNG plots into `report_dir` for the given (or latest) search
+    of `experiment`; returns the path of report.md."""
+    from skd_ray.markdown_report import render_report
+    from skd_ray.plots import draw_search_plots
+    from skd_ray.search_data import load_search_data
+
+    out = Path(report_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SkdError(f"report directory {out} cannot be created ({err.strerror})",
+                       "pass --report with a writable directory") from None
+    data = load_search_data(uri, experiment, parent_run_id)
+    plots = draw_search_plots(data, out)
+    path = out / REPORT_FILE
+    path.write_text(render_report(data, plots, out))
+    return path

@@ -1,0 +1,172 @@
+"""A real search, then a real MLflow tracking server on its store: everything a user browses
+(parent run, nested trial runs, params, per-epoch metrics, plots, checkpoints) is served
+through MLflow's REST API, read here with plain HTTP as any client would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CliRun
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 2
+EXPERIMENT = "served"
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """Two BYOT trials of two epochs on digits, run through the CLI; (workdir, its stdout).
+    The grace period equals the budget, so ASHA lets both trials finish."""
+    workdir = tmp_path_factory.mktemp("served")
+    space = {
+        "description": "two-trial space for the tracking-server test",
+        "fixed": {"method": "byot", "data.name": "digits", "data.val_fraction": 0.2, "model.backbone": "resnet_small",
+                  "model.width": 8, "train.epochs": EPOCHS, "train.threads": 1},
+        "params": {"method.alpha": {"type": "float", "low": 0.1, "high": 0.9, "default": 0.3},
+                   "optim.lr": {"type": "categorical", "choices": [0.05, 0.1], "default": 0.05}},
+    }
+    (workdir / "space.yaml").write_text(yaml.safe_dump(space))
+    cli = CliRun(workdir)
+    try:
+        res = cli("--config", "space.yaml", "--num-samples", "2", "--grace-period", str(EPOCHS),
+                  "--storage", str(workdir / "results"), "--experiment", EXPERIMENT, "--seed", "0", timeout=480)
+        assert res.returncode == 0, res.stdout[-5000:]
+        yield workdir, res.stdout
+    finally:
+        cli.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(finished_search: tuple[Path, str]) -> Iterator[str]:
+    """`mlflow server` on the search's SQLite store, in its own process group; its base URL.
+    Stopped by that process group at teardown (SIGTERM, then SIGKILL)."""
+    workdir, _ = finished_search
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    base = f"http://127.0.0.1:{port}"
+    with open(workdir / "mlflow_server.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+             "--artifacts-destination", str(workdir / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_up(base, proc, workdir / "mlflow_server.log")
+            yield base
+        finally:
+            stop(proc)
+
+
+def wait_until_up(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def api(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: str) -> dict[str, Any]:
+    """GET (query) or POST (JSON body) /api/2.0/mlflow/<endpoint>; the decoded JSON answer."""
+    url = f"{base}/api/2.0/mlflow/{endpoint}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item["key"]: item["value"] for item in items}
+
+
+def search_runs(base: str, experiment_id: str, filter_string: str) -> list[dict[str, Any]]:
+    return api(base, "runs/search", {"experiment_ids": [experiment_id], "filter": filter_string,
+                                     "max_results": 100}).get("runs", [])
+
+
+def artifact_paths(base: str, run_id: str, path: str = "") -> dict[str, int]:
+    files = api(base, "artifacts/list", run_id=run_id, path=path).get("files", [])
+    return {f["path"]: int(f.get("file_size", 0)) for f in files if not f.get("is_dir")}
+
+
+def test_the_server_serves_the_search_with_nested_trials_metrics_and_artifacts(
+        finished_search: tuple[Path, str], server: str) -> None:
+    _, stdout = finished_search
+    assert "plots: " in stdout and "logged to the search's MLflow run under plots/" in stdout
+    experiment = api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
+    exp_id = experiment["experiment_id"]
+
+    parents = search_runs(server, exp_id, "tags.`skd.kind` = 'search'")
+    assert len(parents) == 1
+    parent = parents[0]
+    parent_id = parent["info"]["run_id"]
+    assert parent["info"]["status"] == "FINISHED"
+    parent_tags, parent_params = as_dict(parent["data"]["tags"]), as_dict(parent["data"].get("params", []))
+    assert parent_tags["skd.status"] == "completed" and parent_tags["skd.methods"] == "byot"
+    assert parent_params["search.num_samples"] == "2" and parent_params["fixed.train.epochs"] == str(EPOCHS)
+
+    children = search_runs(server, exp_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert len(children) == 2
+    for child in children:
+        run_id = child["info"]["run_id"]
+        tags, params = as_dict(child["data"]["tags"]), as_dict(child["data"]["params"])
+        assert tags["mlflow.parentRunId"] == parent_id and tags["skd.kind"] == "trial"
+        assert tags["skd.status"] == "completed" and tags["skd.method"] == "byot" and tags["skd.ray_trial_id"]
+        assert params["method"] == "byot" and 0.1 <= float(params["method.alpha"]) <= 0.9
+        assert params["optim.lr"] in ("0.05", "0.1") and params["train.epochs"] == str(EPOCHS)
+        # One point per epoch for the objective, every exit and the early-exit compute.
+        for key in ("val_acc", "val_acc.exit1", "val_compute.exit1", "val_compute.ensemble",
+                    "val_acc.dynamic_t0.9", "val_compute.dynamic_t0.9", "train_loss"):
+            history = api(server, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+            assert sorted(int(m["step"]) for m in history) == list(range(1, EPOCHS + 1)), key
+        metrics = as_dict(child["data"]["metrics"])
+        assert 0.0 < metrics["val_compute.exit1"] < metrics["val_compute.exit2"] < metrics["val_compute.final"] == 1.0
+        assert metrics["best_val_acc"] >= metrics["val_acc"]
+        artifacts = artifact_paths(server, run_id)
+        assert artifacts["config.json"] > 0 and artifacts["best_checkpoint.pt"] > 1000
+
+    plots = artifact_paths(server, parent_id, "plots")
+    for name in ("optimization_history", "parallel_coordinates", "learning_curves", "early_exit_tradeoff"):
+        assert plots[f"plots/{name}.png"] > 1000, sorted(plots)
+    # One method: no per-method comparison, and the parent run says why.
+    assert "plots/method_comparison.png" not in plots and plots["plots/skipped.txt"] > 0
