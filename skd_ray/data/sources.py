@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from skd_ray.data.batches import TensorSplit
+from skd_ray.data.node_cache import cached_splits, file_fingerprint
 from skd_ray.errors import DataError
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -30,6 +31,13 @@ def load_digits_splits(test_fraction: float = 0.2, split_seed: int = 0) -> tuple
     The data ships with no test split, so a seeded 20% is set aside once and never used
     for model selection.
     """
+    from importlib.metadata import version
+
+    return cached_splits("digits", (test_fraction, split_seed, version("scikit-learn")),
+                         lambda: _decode_digits(test_fraction, split_seed))
+
+
+def _decode_digits(test_fraction: float, split_seed: int) -> tuple[TensorSplit, TensorSplit]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -73,14 +81,8 @@ def load_fashion_mnist(data_dir: str | None, download: bool) -> tuple[TensorSpli
     for directory in dirs:
         paths = {k: [_find_idx(directory, s) for s in stems] for k, stems in FASHION_FILES.items()}
         if all(p is not None for ps in paths.values() for p in ps):
-            splits = []
-            for part in ("train", "test"):
-                img_path, lab_path = paths[part]
-                assert img_path is not None and lab_path is not None
-                images = torch.from_numpy(read_idx(img_path).copy()).unsqueeze(1)
-                labels = torch.from_numpy(read_idx(lab_path).astype(np.int64))
-                splits.append(TensorSplit(images, labels))
-            return splits[0], splits[1]
+            files = [p for ps in paths.values() for p in ps if p is not None]
+            return cached_splits("fashion-mnist", file_fingerprint(files), lambda found=paths: _decode_fashion(found))
     where = data_dir or FASHION_MNIST_DIRS[0]
     raise DataError(
         f"Fashion-MNIST IDX files not found under {where}",
@@ -89,13 +91,31 @@ def load_fashion_mnist(data_dir: str | None, download: bool) -> tuple[TensorSpli
     )
 
 
+def _decode_fashion(paths: dict[str, list[Path | None]]) -> tuple[TensorSplit, TensorSplit]:
+    splits = []
+    for part in ("train", "test"):
+        img_path, lab_path = paths[part]
+        assert img_path is not None and lab_path is not None
+        images = torch.from_numpy(read_idx(img_path).copy()).unsqueeze(1)
+        labels = torch.from_numpy(read_idx(lab_path).astype(np.int64))
+        splits.append(TensorSplit(images, labels))
+    return splits[0], splits[1]
+
+
 def load_cifar(name: str, data_dir: str | None, download: bool) -> tuple[TensorSplit, TensorSplit]:
     """CIFAR-10/100 through torchvision's reader (python pickle batches) into uint8 tensors."""
-    import torchvision
-
     if not data_dir:
         raise DataError(f"{name} needs a data directory", "pass --data-dir DIR (with cifar-*-python inside, "
                         "or add --set data.download=true to fetch it there)")
+    files = file_fingerprint(p for p in Path(data_dir).glob("cifar-*-python/*") if p.is_file())
+    if not files or download:
+        return _decode_cifar(name, data_dir, download)  # missing (clear error) or being fetched
+    return cached_splits(name, files, lambda: _decode_cifar(name, data_dir, download))
+
+
+def _decode_cifar(name: str, data_dir: str, download: bool) -> tuple[TensorSplit, TensorSplit]:
+    import torchvision
+
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         parts = [cls(data_dir, train=train, download=download) for train in (True, False)]
