@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="with --results: also write report.md (settings, leaderboard, "
                    "best config, early exit) and its PNG plots to DIR")
     p.add_argument("--resume", action="store_true", help="continue the latest search of --experiment")
+    from skd_ray.after_search import add_arguments
+
+    add_arguments(p)  # --final-top, --export-best, --multi-objective and their options
     return p
 
 
@@ -106,17 +109,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from skd_ray.after_search import check_combination, run_finished_search, wants_finished_search
     from skd_ray.tracking import check_reachable, default_tracking_uri
 
     uri = args.mlflow_uri or default_tracking_uri()
+    check_combination(args)
+    searched = args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}"
     if args.report and not args.results:
         raise SkdError("--report DIR writes the report of a finished search", "add --results")
     if args.results:
-        searched = args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}"
-        code = show_results(uri, searched)
+        from skd_ray.report import search_run_id
+
+        parent_run_id = search_run_id(uri, searched, args.search)
+        code = show_results(uri, searched, parent_run_id)
         if args.report:
-            write_search_report(uri, searched, args.report)
+            write_search_report(uri, searched, args.report, parent_run_id)
         return code
+    if wants_finished_search(args):
+        return run_finished_search(args, uri, searched)
     from skd_ray.space import load_space
 
     path = resolve_space_path(args)
@@ -167,8 +177,10 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
 
 
 def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> int:
+    from skd_ray.after_search import objective_tags, report_pareto_front, search_objectives
     from skd_ray.search import SearchRequest, latest_search_name, run_search
 
+    objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
     name = latest_search_name(storage, experiment) if args.resume else \
@@ -179,11 +191,14 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         max_concurrent=args.max_concurrent, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
                         resume=args.resume)
+    req.objectives, req.extra_tags = objectives, {**req.extra_tags, **objective_tags(objectives)}
     outcome = run_search(req)
     print()
     print(f"search {name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
           f"results in {outcome.experiment_dir}")
     show_results(uri, experiment, outcome.parent_run_id)
+    if objectives and not outcome.interrupted:
+        report_pareto_front(uri, outcome.experiment_id, outcome.parent_run_id, objectives)
     if outcome.interrupted:
         print("interrupted: finished trials are kept in MLflow; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED

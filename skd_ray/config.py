@@ -26,6 +26,9 @@ class DataConfig:
     val_fraction: float = 0.1
     split_seed: int = 0  # fixed so every trial of a search sees the same validation split
     train_subset: int = 0  # >0: train on a fixed random subset of this many images (quick budgets)
+    # Final evaluation of a chosen configuration: the held-out validation part joins the
+    # training part (searches must keep it false: they select on that part).
+    train_on_validation: bool = False
     augment: bool | None = None  # None: the dataset's own default (crop+flip for CIFAR)
     download: bool = False  # tests and offline clusters must never download implicitly
     image_size: int = 224  # imagefolder only (use 64 for Tiny ImageNet)
@@ -83,6 +86,9 @@ class EvalConfig:
     # Official BYOT thresholds lie around 0.95-0.98; the lower ones sweep the rest of the
     # accuracy-vs-compute curve (each costs one comparison per sample and two metrics).
     thresholds: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99])
+    # Evaluate the test split once, after the last epoch (`test_*` metrics). Only the final
+    # evaluation of chosen configurations sets it; nothing ever selects on these metrics.
+    test_at_end: bool = False
 
 
 SECTIONS: dict[str, type] = {

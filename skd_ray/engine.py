@@ -218,6 +218,11 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
             if k.startswith("val_acc"):
                 best_key = "best_" + k
                 best[best_key] = max(best.get(best_key, -1.0), v)
+        if cfg.eval.test_at_end and epoch + 1 == cfg.train.epochs:
+            # Final evaluation only: the last epoch's model is scored on the test split, once.
+            test_loader = build_loader(data, "test", cfg, rank=session.rank, world_size=session.world_size,
+                                       device=device)
+            val_metrics.update(evaluate(method, test_loader, cfg, device, prefix="test"))
         metrics = {"epoch": epoch + 1, "lr": lr, **train_metrics, **val_metrics, **best,
                    "time_epoch_s": time.perf_counter() - t0}
         session.report(metrics, checkpoint_state(method, optimizer, scheduler, scaler, epoch + 1, best),

@@ -121,3 +121,28 @@ def decode_params(params: dict[str, str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[k] = v
     return out
+
+
+def search_run_id(uri: str, experiment: str, search: str | None) -> str | None:
+    """Parent run id of the search named `search` (its run name, as printed by a search, or
+    its MLflow run id) in `experiment`; None when `search` is None (the latest search)."""
+    if not search:
+        return None
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        raise SkdError(f"no MLflow experiment named {experiment!r} in {uri}",
+                       "check --experiment and --mlflow-uri (the store the search wrote to)")
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`skd.kind` = 'search'", max_results=5000)
+    for run in runs:
+        if search in (run.info.run_name, run.info.run_id):
+            return run.info.run_id
+    raise SkdError(f"experiment {experiment!r} holds no search named {search!r}",
+                   "pass --search with a name from `--results` (e.g. " +
+                   (runs[0].info.run_name if runs else "<experiment>_<timestamp>") + ") or omit it for the latest")
+
+
+def format_table(table: list[list[str]]) -> str:
+    """Rows of cells (the first is the header) as left-aligned, space-separated columns."""
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)

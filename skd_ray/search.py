@@ -58,6 +58,10 @@ class SearchRequest:
     max_failures: int = 2
     resume: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
+    # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
+    objectives: list[tuple[str, str]] = field(default_factory=list)
+    # Trial configs to run once each instead of sampling (final evaluation of chosen configs).
+    points: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -213,10 +217,7 @@ class ChildRunStatus(tune.Callback):
 
 def run_search(req: SearchRequest) -> SearchOutcome:
     """Run (or resume) the search described by `req`; returns where its results are."""
-    import optuna
     import ray
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     name = safe_name(req.search_name)
     exp_dir = Path(req.storage) / name
@@ -257,16 +258,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     if req.resume:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
     else:
-        searcher = OptunaSearch(
-            space=req.space.define_by_run, metric=req.space.metric, mode=req.space.mode,
-            points_to_evaluate=[req.space.default_point()],
-            sampler=optuna.samplers.TPESampler(seed=req.seed),
-            storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"),
-            study_name=name,
-        )
-        scheduler = ASHAScheduler(time_attr="epoch", metric=req.space.metric, mode=req.space.mode,
-                                  max_t=max_epochs, grace_period=min(req.grace_period, max_epochs),
-                                  reduction_factor=req.reduction_factor)
+        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=req.num_samples,
@@ -311,3 +303,38 @@ def close_abandoned(uri: str, experiment_id: str, parent_run_id: str, study_db: 
         study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_db}")
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epochs: int) -> tuple[Any, Any]:
+    """(search algorithm, trial scheduler) of a new search; a scheduler of None is Tune's FIFO.
+
+    - default: Optuna TPE on the space's metric, ASHA stopping weak trials early;
+    - `req.objectives` (several metrics): Optuna NSGA-II towards their Pareto front, and no
+      early stopping: ASHA ranks trials by one metric and would cut off one end of the front;
+    - `req.points`: each given config once (final evaluation), no early stopping.
+    Optuna's study lives in `<exp_dir>/optuna.db`, the first trial is the space's defaults.
+    """
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    if req.points:
+        from skd_ray.points_searcher import PointsSearcher
+
+        return PointsSearcher(req.points), None
+    if req.objectives:
+        metric: Any = [m for m, _ in req.objectives]
+        mode: Any = [d for _, d in req.objectives]
+        sampler: Any = optuna.samplers.NSGAIISampler(seed=req.seed)
+    else:
+        metric, mode, sampler = req.space.metric, req.space.mode, optuna.samplers.TPESampler(seed=req.seed)
+    searcher = OptunaSearch(
+        space=req.space.define_by_run, metric=metric, mode=mode,
+        points_to_evaluate=[req.space.default_point()], sampler=sampler,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"), study_name=name,
+    )
+    if req.objectives:
+        return searcher, None
+    return searcher, ASHAScheduler(time_attr="epoch", metric=req.space.metric, mode=req.space.mode,
+                                   max_t=max_epochs, grace_period=min(req.grace_period, max_epochs),
+                                   reduction_factor=req.reduction_factor)

@@ -76,12 +76,17 @@ def get_or_create_experiment(uri: str, name: str) -> str:
         return exp.experiment_id
 
 
+def param_text(value: Any) -> str:
+    """How a config value is stored as an MLflow param: strings as they are, anything else as
+    JSON (true, null, [1, 2]) so that it reads back with json.loads."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
     """Log params once, in batches of 100 (MLflow's per-request limit)."""
     from mlflow.entities import Param
 
-    # JSON for non-strings (true, null, [1, 2]) so values read back with json.loads.
-    items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]
+    items = [Param(k, param_text(v)) for k, v in params.items()]
     c = client(uri)
     for i in range(0, len(items), 100):
         c.log_batch(run_id, params=items[i:i + 100])
@@ -130,10 +135,15 @@ def reopen_run(uri: str, run_id: str) -> None:
     client(uri).set_tag(run_id, STATUS_TAG, "running")
 
 
+def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every child run of a parent run (the trials of a search, the retrainings of a final evaluation)."""
+    return client(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)
+
+
 def open_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
     """Child runs of a search that are not closed (running, or interrupted with their search)."""
-    runs = client(uri).search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)
+    runs = child_runs(uri, experiment_id, parent_run_id)
     return [r.info.run_id for r in runs if r.data.tags.get(STATUS_TAG) in ("running", "interrupted")]
 
 

@@ -65,6 +65,16 @@ def holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Ten
     return order[n_val:], order[:n_val]
 
 
+def with_validation(train_idx: torch.Tensor, val_idx: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """The training indices, plus the validation part when `cfg.train_on_validation`.
+
+    A chosen configuration is finally trained on every labelled image it may see (train +
+    validation) and judged on the test part. The validation part stays in the bundle, so the
+    per-epoch `val_*` metrics still exist, but they then measure fit, not generalisation.
+    """
+    return torch.cat([train_idx, val_idx]) if cfg.train_on_validation else train_idx
+
+
 def channel_stats(split: TensorSplit) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the training images on the 0..1 scale."""
     x = split.images.float()
@@ -90,7 +100,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     train_idx, val_idx = holdout(len(train_full), cfg.val_fraction, cfg.split_seed)
     if 0 < cfg.train_subset < len(train_idx):
         train_idx = train_idx[:cfg.train_subset]  # already a seeded permutation: a fixed random subset
-    train = train_full.subset(train_idx)
+    train = train_full.subset(with_validation(train_idx, val_idx, cfg))
     mean, std = channel_stats(train)
     return DataBundle(cfg.name, train, train_full.subset(val_idx), test, info.num_classes,
                       info.in_channels, mean, std)
@@ -103,6 +113,7 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
         raise ConfigError("dataset imagefolder needs --data-dir", "pass the folder holding train/ and val/")
     train_full, test, num_classes = scan_imagefolder(cfg.dir)
     train_idx, val_idx = holdout(len(train_full), cfg.val_fraction, cfg.split_seed)
+    train_idx = with_validation(train_idx, val_idx, cfg)
     return DataBundle("imagefolder", [train_full[i] for i in train_idx.tolist()],
                       [train_full[i] for i in val_idx.tolist()], test, num_classes, 3,
                       torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))

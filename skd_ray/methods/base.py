@@ -9,7 +9,7 @@ never asks which method it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -47,6 +47,11 @@ class MethodContext:
 
 class SelfKDMethod(nn.Module):
     """Base class: vanilla behaviour for everything a method does not override."""
+
+    # True when `predict` returns several exits at inference, so the dynamic early-exit
+    # policy and its `compute.dynamic_*` metrics exist (a compute/accuracy trade-off can be
+    # searched). Methods whose extra heads only help training keep False.
+    multi_exit: ClassVar[bool] = False
 
     def __init__(self, backbone: StagedResNet, params: Any, ctx: MethodContext | None = None) -> None:
         super().__init__()

@@ -49,6 +49,7 @@ class Byot(SelfKDMethod):
     """Backbone plus one ExitHead (and one hint projection) per chosen stage."""
 
     params: ByotParams
+    multi_exit = True  # every exit answers at inference (dynamic early exit)
 
     def __init__(self, backbone: StagedResNet, params: ByotParams, ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)

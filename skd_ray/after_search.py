@@ -1,0 +1,129 @@
+"""Command-line options of a search's aftermath and of the multi-objective search.
+
+`--final-top K --seeds S` retrains a finished search's K best configurations (final
+evaluation), `--export-best DIR` writes its best model for plain PyTorch, and
+`--multi-objective` turns a search into an accuracy/compute Pareto search. `skd_ray.cli`
+owns parsing, errors and exit codes; this module keeps these options in one place.
+Heavy modules (torch, Ray, MLflow) are imported only when an option is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from skd_ray.errors import SkdError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options this module handles, as two argument groups of the main parser."""
+    done = p.add_argument_group("after a search (use its --experiment, --storage and --mlflow-uri)")
+    done.add_argument("--search", metavar="NAME",
+                      help="the search to act on: its run name (printed by the search) or MLflow run id "
+                           "(default: the latest search of --experiment); also for --results")
+    done.add_argument("--final-top", type=int, metavar="K",
+                      help="retrain the K best configurations on train+validation with --seeds seeds each "
+                           "and report their test accuracy (mean ± std)")
+    done.add_argument("--seeds", type=int, default=3, metavar="S",
+                      help="seeds per configuration for --final-top: --seed, --seed+1, ... (default 3)")
+    done.add_argument("--export-best", metavar="DIR",
+                      help="write the best trial's deployable model (torch.export program, state_dict, "
+                           "config, metadata) to DIR")
+    done.add_argument("--export-keep-exits", action="store_true",
+                      help="with --export-best: keep every exit (the model returns all exits' logits)")
+    multi = p.add_argument_group("multi-objective search")
+    multi.add_argument("--multi-objective", action="store_true",
+                       help="search validation accuracy (max) against compute (min) of the dynamic "
+                            "early-exit policy with NSGA-II, no ASHA; prints the Pareto front")
+    multi.add_argument("--compute-threshold", type=float, metavar="T",
+                       help="confidence threshold of that policy (default 0.95; one of eval.thresholds)")
+
+
+def wants_finished_search(args: argparse.Namespace) -> bool:
+    """True when the command acts on a finished search instead of starting one."""
+    return args.final_top is not None or args.export_best is not None
+
+
+def check_combination(args: argparse.Namespace) -> None:
+    """Options that act on a finished search do not mix with starting or resuming one."""
+    clash = [flag for flag, on in (("--debug", args.debug), ("--resume", args.resume),
+                                   ("--multi-objective", args.multi_objective), ("--results", args.results)) if on]
+    if wants_finished_search(args) and clash:
+        raise SkdError(f"--final-top / --export-best act on a finished search and cannot be combined with {clash[0]}",
+                       "run them as a separate command")
+
+
+def run_finished_search(args: argparse.Namespace, uri: str, experiment: str) -> int:
+    """--export-best, then --final-top, on the latest (or --search) search of `experiment`."""
+    from skd_ray.tracking import check_reachable
+
+    check_reachable(uri)
+    code = 0
+    if args.export_best is not None:
+        export_best_model(args, uri, experiment)
+    if args.final_top is not None:
+        code = final_evaluation(args, uri, experiment)
+    return code
+
+
+def export_best_model(args: argparse.Namespace, uri: str, experiment: str) -> None:
+    from skd_ray.export import ExportRequest, export_best
+
+    outcome = export_best(ExportRequest(uri, experiment, args.export_best, args.search, args.export_keep_exits))
+    src = outcome.metadata["source"]
+    print(f"exported {src['trial']} of {src['search']} (best val_acc {src['best_val_acc']:.4f}, epoch "
+          f"{src['checkpoint_epoch']}) to {outcome.directory}: model.pt2, state_dict.pt, config.json, "
+          "metadata.json, README.md")
+
+
+def final_evaluation(args: argparse.Namespace, uri: str, experiment: str) -> int:
+    from skd_ray.cli import EXIT_INTERRUPTED, check_writable
+    from skd_ray.final_eval import FinalRequest, describe, plan_final, run_final_eval
+    from skd_ray.final_summary import final_seeds
+
+    seeds = final_seeds(args.seeds, args.seed)
+    storage = str(Path(args.storage).resolve())
+    req = FinalRequest(
+        tracking_uri=uri, experiment=experiment, storage=storage, top_k=args.final_top, seeds=seeds,
+        search=args.search, workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, address=args.address)
+    plan = plan_final(req)  # the search, its best trials and their configs: bad input fails before Ray
+    check_writable(storage)
+    outcome = run_final_eval(req, plan)
+    print()
+    print(describe(outcome, seeds))
+    if outcome.interrupted:
+        print("interrupted: the finished retrainings are in MLflow (summarised above); a new --final-top "
+              "retrains every configuration", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finished = sum(len(s.test_acc) for s in outcome.summaries)
+    return 0 if finished else 1
+
+
+def search_objectives(args: argparse.Namespace, space: Any) -> list[tuple[str, str]]:
+    """The objectives of a --multi-objective search (checked against the space), else []."""
+    if not args.multi_objective:
+        return []
+    from skd_ray.multi_objective import DEFAULT_THRESHOLD, check_multi_objective, objectives
+
+    threshold = args.compute_threshold if args.compute_threshold is not None else DEFAULT_THRESHOLD
+    check_multi_objective(space, threshold)
+    return objectives(threshold)
+
+
+def objective_tags(objs: list[tuple[str, str]]) -> dict[str, str]:
+    """Parent-run tags recording a multi-objective search's objectives."""
+    return {"skd.objectives": ",".join(f"{m}:{d}" for m, d in objs)} if objs else {}
+
+
+def report_pareto_front(uri: str, experiment_id: str, parent_run_id: str, objs: list[tuple[str, str]]) -> None:
+    """Tag, log and print the Pareto front of a finished multi-objective search."""
+    from skd_ray.multi_objective import format_front, record_pareto_front
+
+    trials = record_pareto_front(uri, experiment_id, parent_run_id, objs)
+    front = sum(t.on_front for t in trials)
+    print(f"Pareto front ({front} of {len(trials)} completed trials; tagged skd.pareto=true in MLflow, "
+          "pareto_front.json/.csv on the search run):")
+    print(format_front(trials, objs))
