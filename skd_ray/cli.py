@@ -35,10 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=8, help="number of trials (default 8)")
     p.add_argument("--max-epochs", type=int, help="epoch budget of a full trial (ASHA's max_t)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train (DDP) workers per trial")
+    p.add_argument("--always-ray-train", action="store_true",
+                   help="run 1-worker trials through Ray Train too (default: in the Tune trial process, "
+                        "which starts in under a second)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions pack trials on one GPU")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits)")
     p.add_argument("--grace-period", type=int, default=2, help="epochs before ASHA may stop a trial")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="Optuna sampler of a single-objective search (random: a baseline)")
+    p.add_argument("--no-early-stopping", action="store_true", help="run every trial to --max-epochs (no ASHA)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray")
     p.add_argument("--storage", default="skd_results", help="Ray results and checkpoints (shared on clusters)")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
@@ -190,7 +196,8 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                         max_concurrent=args.max_concurrent, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
-                        resume=args.resume)
+                        resume=args.resume, always_ray_train=args.always_ray_train, sampler=args.sampler,
+                        early_stopping=not args.no_early_stopping)
     req.objectives, req.extra_tags = objectives, {**req.extra_tags, **objective_tags(objectives)}
     outcome = run_search(req)
     print()

@@ -84,7 +84,8 @@ def train_one_epoch(model: nn.Module, method: SelfKDMethod, loader: Any,
     """One pass over `loader`; returns the mean of the loss and of every named term.
 
     Sums stay on the device and are read once at the end: a per-step `.item()` would
-    synchronise the GPU every step.
+    synchronise the GPU every step. `time_first_step_s` (seconds from the call to the end of
+    the first optimiser step) lets `fit` measure a run's start-up cost.
     """
     model.train()
     sums: dict[str, torch.Tensor] = {}
@@ -92,6 +93,7 @@ def train_one_epoch(model: nn.Module, method: SelfKDMethod, loader: Any,
     wait = 0.0
     start = time.perf_counter()
     tick = start
+    first_step = 0.0
     for x, y, index in loader:
         wait += time.perf_counter() - tick
         with autocast_for(cfg, device):
@@ -115,9 +117,12 @@ def train_one_epoch(model: nn.Module, method: SelfKDMethod, loader: Any,
             sums[k] = sums[k] + v.float() if k in sums else v.float()
         steps += 1
         tick = time.perf_counter()
+        if steps == 1:
+            first_step = tick - start
     elapsed = time.perf_counter() - start
     means = {f"train_{k}": float(v) / max(1, steps) for k, v in sums.items()}
     means["time_data_frac"] = wait / elapsed if elapsed > 0 else 0.0
+    means["time_first_step_s"] = first_step
     return means
 
 
@@ -156,9 +161,23 @@ def evaluate(method: SelfKDMethod, loader: Any, cfg: TrainConfig, device: torch.
     return metrics
 
 
+def mean_over_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Under DDP each rank trains on its own shard: average the epoch's means over the ranks
+    so the logged training loss describes all the data, not rank 0's share. Every rank has
+    the same keys (same method), so one all-reduce suffices."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return metrics
+    keys = sorted(metrics)
+    vector = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(vector)
+    return dict(zip(keys, (vector / torch.distributed.get_world_size()).tolist()))
+
+
 def checkpoint_state(method: SelfKDMethod, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, scaler: Any, epoch: int, best: dict[str, float]) -> dict[str, Any]:
-    """Everything needed to continue exactly after `epoch` (method state included)."""
+                     scheduler: Any, scaler: Any, epoch: int, best: dict[str, float],
+                     metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    """Everything needed to continue exactly after `epoch` (method state included), plus that
+    epoch's metrics so a run resumed after its last epoch can still hand them back."""
     return {
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -167,11 +186,17 @@ def checkpoint_state(method: SelfKDMethod, optimizer: torch.optim.Optimizer,
         "epoch": epoch,
         "best": dict(best),
         "rng": torch.get_rng_state(),
+        "metrics": dict(metrics or {}),
     }
 
 
 def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
-    """Train `cfg` to the end of its epoch budget (or from a checkpoint); returns final metrics."""
+    """Train `cfg` to the end of its epoch budget (or from a checkpoint); returns final metrics.
+
+    When the session knows when its trial started (`started_at`, wall-clock seconds), the
+    first epoch this process trains reports `time_startup_s`: trial start to the end of the
+    first optimiser step, i.e. what the framework cost before training began.
+    """
     seed_everything(cfg.train.seed)
     device = session.device
     if cfg.train.threads > 0:
@@ -198,13 +223,19 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
     model = session.prepare_model(method)
     loaders = {part: build_loader(data, part, cfg, rank=session.rank, world_size=session.world_size,
                                   device=device) for part in ("train", "val")}
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = dict(state.get("metrics") or {}) if state is not None else {}
+    started_at = getattr(session, "started_at", None)
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
+        wall0 = time.time()
         method.on_epoch_start(epoch, cfg.train.epochs)
         loaders["train"].set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_metrics = train_one_epoch(model, method, loaders["train"], optimizer, cfg, device, scaler)
+        first_step = train_metrics.pop("time_first_step_s")
+        train_metrics = mean_over_ranks(train_metrics, device)
+        if started_at is not None and epoch == start_epoch:
+            train_metrics["time_startup_s"] = wall0 + first_step - started_at
         method.on_epoch_end(epoch, cfg.train.epochs)
         if not math.isfinite(train_metrics["train_loss"]):
             raise TrainingDiverged(
@@ -225,7 +256,7 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
             val_metrics.update(evaluate(method, test_loader, cfg, device, prefix="test"))
         metrics = {"epoch": epoch + 1, "lr": lr, **train_metrics, **val_metrics, **best,
                    "time_epoch_s": time.perf_counter() - t0}
-        session.report(metrics, checkpoint_state(method, optimizer, scheduler, scaler, epoch + 1, best),
+        session.report(metrics, checkpoint_state(method, optimizer, scheduler, scaler, epoch + 1, best, metrics),
                        is_best)
     return metrics
 

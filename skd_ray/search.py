@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,9 @@ from skd_ray.tracking import (
     reopen_run,
     start_search_run,
 )
-from skd_ray.trial import TrialSettings, run_trial
+from skd_ray.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
 
-# Memory reserved by the trial function itself: it only waits on its TorchTrainer, so it must
-# not hold a CPU its workers need (a 2-worker trial on a 2-CPU node would deadlock).
+# Memory reserved for the trial process itself (see trial_resources).
 TRIAL_DRIVER_MEMORY = 100 * 1024**2
 
 
@@ -56,12 +55,16 @@ class SearchRequest:
     grace_period: int = 2
     reduction_factor: int = 3
     max_failures: int = 2
+    always_ray_train: bool = False
+    sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
+    early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
     resume: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
     # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
     objectives: list[tuple[str, str]] = field(default_factory=list)
     # Trial configs to run once each instead of sampling (final evaluation of chosen configs).
     points: list[dict[str, Any]] = field(default_factory=list)
+    callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (benchmarks, tools)
 
 
 @dataclass
@@ -111,6 +114,10 @@ def plan_concurrency(cluster: dict[str, float], req: SearchRequest) -> int:
 # Report cadence of the Train controller (default 2 s per report): 0.2 s keeps per-epoch
 # reports of small models from idling the workers.
 TRAIN_REPORT_INTERVAL_S = "0.2"
+# How often Tune saves the search's state (its default: every 10 s or more). A trial started
+# after the last save is unknown to `--resume`, which samples a replacement instead of
+# continuing it; trials now start in well under a second, so the window is kept short.
+TUNE_STATE_SAVE_INTERVAL_S = "1"
 
 
 def check_address(address: str) -> None:
@@ -139,6 +146,7 @@ def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_REPORT_INTERVAL_S)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", TUNE_STATE_SAVE_INTERVAL_S)
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]}}}
     if address:
@@ -215,6 +223,18 @@ class ChildRunStatus(tune.Callback):
         self._close(trial, "failed", str(getattr(trial, "error_msg", "") or "trial raised"))
 
 
+def trial_resources(settings: TrialSettings) -> dict[str, float]:
+    """What Tune reserves for a trial's own process. Training in place, that is the worker's
+    CPU/GPU; otherwise only memory: the process just waits on its TorchTrainer and must not
+    hold a CPU its workers need (a 2-worker trial on a 2-CPU node would deadlock)."""
+    if not settings.trains_in_trial_process:
+        return {"memory": TRIAL_DRIVER_MEMORY}
+    resources = {"cpu": settings.cpus_per_worker, "memory": TRIAL_DRIVER_MEMORY}
+    if settings.gpus_per_worker > 0:
+        resources["gpu"] = settings.gpus_per_worker
+    return resources
+
+
 def run_search(req: SearchRequest) -> SearchOutcome:
     """Run (or resume) the search described by `req`; returns where its results are."""
     import ray
@@ -248,23 +268,32 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         )
         exp_dir.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"experiment_id": experiment_id, "parent_run_id": parent_run_id,
-                                          "request": {k: v for k, v in asdict(req).items() if k != "space"}},
+                                          "request": {f.name: getattr(req, f.name) for f in fields(req)
+                                                      if f.name not in ("space", "callbacks")}},
                                          indent=2, default=str))
     settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
-                             req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                                    {"memory": TRIAL_DRIVER_MEMORY})
-    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs)]
+                             req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
+                             req.always_ray_train)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
+    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), *req.callbacks]
     if req.resume:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
     else:
         searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs)
+        in_place = settings.trains_in_trial_process
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=req.num_samples,
-                                        max_concurrent_trials=concurrency),
-            run_config=tune.RunConfig(name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                        # The next trial starts in this trial's warm process (imports
+                                        # and the in-process dataset cache already loaded).
+                                        max_concurrent_trials=concurrency, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
+                # Ray Train restarts its own workers; a trial training in place is restarted by Tune.
+                failure_config=tune.FailureConfig(max_failures=req.max_failures if in_place else 0),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=req.space.metric,
+                    checkpoint_score_order=req.space.mode)),
         )
     results = tuner.fit()
     interrupted = len(results) < num_samples or unfinished_trials(exp_dir) > 0
@@ -308,7 +337,8 @@ def close_abandoned(uri: str, experiment_id: str, parent_run_id: str, study_db: 
 def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epochs: int) -> tuple[Any, Any]:
     """(search algorithm, trial scheduler) of a new search; a scheduler of None is Tune's FIFO.
 
-    - default: Optuna TPE on the space's metric, ASHA stopping weak trials early;
+    - default: Optuna TPE on the space's metric, ASHA stopping weak trials early
+      (`req.sampler="random"`: Optuna's random sampler; `req.early_stopping=False`: no ASHA);
     - `req.objectives` (several metrics): Optuna NSGA-II towards their Pareto front, and no
       early stopping: ASHA ranks trials by one metric and would cut off one end of the front;
     - `req.points`: each given config once (final evaluation), no early stopping.
@@ -326,6 +356,8 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
         metric: Any = [m for m, _ in req.objectives]
         mode: Any = [d for _, d in req.objectives]
         sampler: Any = optuna.samplers.NSGAIISampler(seed=req.seed)
+    elif req.sampler == "random":
+        metric, mode, sampler = req.space.metric, req.space.mode, optuna.samplers.RandomSampler(seed=req.seed)
     else:
         metric, mode, sampler = req.space.metric, req.space.mode, optuna.samplers.TPESampler(seed=req.seed)
     searcher = OptunaSearch(
@@ -333,7 +365,7 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
         points_to_evaluate=[req.space.default_point()], sampler=sampler,
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"), study_name=name,
     )
-    if req.objectives:
+    if req.objectives or not req.early_stopping:
         return searcher, None
     return searcher, ASHAScheduler(time_attr="epoch", metric=req.space.metric, mode=req.space.mode,
                                    max_t=max_epochs, grace_period=min(req.grace_period, max_epochs),

@@ -1,8 +1,9 @@
-"""Where `engine.fit` runs: in this process (`LocalSession`) or as a Ray Train worker.
+"""Where `engine.fit` runs: in this process (`LocalSession`), as a Ray Train worker
+(`RaySession`) or inside a one-worker Ray Tune trial (`TuneTrialSession`).
 
-This is the only module that touches the Ray Train API, and it imports Ray lazily, so the
-single-process debugging mode and most tests never load Ray. Both sessions send per-epoch
-metrics to an optional tracker (MLflow, from `skd_ray.tracking`) on rank 0 only.
+This is the only module that touches the Ray Train/Tune reporting API, and it imports Ray
+lazily, so the single-process debugging mode and most tests never load Ray. Every session
+sends per-epoch metrics to an optional tracker (MLflow, from `skd_ray.tracking`) on rank 0 only.
 """
 
 from __future__ import annotations
@@ -118,9 +119,11 @@ class RaySession:
     rank order), which shows where a multi-node trial really ran.
     """
 
-    def __init__(self, device: str = "auto", sink: MetricSink | None = None) -> None:
+    def __init__(self, device: str = "auto", sink: MetricSink | None = None,
+                 started_at: float | None = None) -> None:
         import ray.train
 
+        self.started_at = started_at
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
@@ -131,7 +134,7 @@ class RaySession:
         self.node_ids = self._gather_node_ids()
         if self.sink is not None:
             self.sink.log_tags({"skd.worker_nodes": ",".join(self.node_ids),
-                                "skd.world_size": str(self.world_size)})
+                                "skd.world_size": str(self.world_size), "skd.executor": "ray_train"})
 
     def _gather_node_ids(self) -> list[str]:
         """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""
@@ -173,3 +176,52 @@ class RaySession:
         with tempfile.TemporaryDirectory() as tmp:
             save_state(state, Path(tmp))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+class TuneTrialSession:
+    """A one-worker trial trained inside its Ray Tune trial process, without Ray Train.
+
+    A Train run costs a controller and a worker actor per trial (seconds of process start-up
+    and imports); a one-worker trial needs neither. Tune reuses the trial process for the next
+    trial, so imports and the in-process dataset cache survive. Checkpoints go through
+    `ray.tune.report`, so Tune restarts a failed trial from its last epoch
+    (`FailureConfig.max_failures`) and `--resume` continues it.
+    """
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: str = "auto", sink: MetricSink | None = None,
+                 started_at: float | None = None) -> None:
+        self.device = pick_device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.sink = sink
+        self.started_at = started_at
+        self.reports = 0
+        if sink is not None:
+            import ray
+
+            sink.log_tags({"skd.worker_nodes": ray.get_runtime_context().get_node_id(), "skd.world_size": "1",
+                           "skd.executor": "trial_process"})
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(Path(directory) / CHECKPOINT_FILE)
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
+        from ray import tune
+
+        publish(self.sink, metrics, state, is_best)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_state(state, Path(tmp))
+            tune.report({**metrics, "is_best": float(is_best)}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        self.reports += 1

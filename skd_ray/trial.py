@@ -1,13 +1,17 @@
-"""One search trial on Ray: a Tune function trainable that launches a Ray Train run.
+"""One search trial on Ray: a Tune function trainable, training in place or through Ray Train.
 
-Ray 2.60 runs Train V2, where a trainer cannot be handed to `Tuner` directly: the Tune
-trial is a plain function that builds a `TorchTrainer` with the trial's resolved config,
-runs it, and lets `TuneReportCallback` forward rank 0's per-epoch reports to Tune (so
-ASHA sees them). The trial function owns the trial's MLflow child run; rank 0 logs into it.
+A one-worker trial trains inside the Tune trial process itself (`TuneTrialSession`): Tune
+reuses that process for the next trial, so a trial starts in well under a second instead
+of paying for a Train controller and worker actors. A multi-worker (DDP) trial launches a
+Ray Train run: Ray 2.60 runs Train V2, where a trainer cannot be handed to `Tuner` directly,
+so the trial function builds a `TorchTrainer` with the trial's resolved config, runs it, and
+lets `TuneReportCallback` forward rank 0's per-epoch reports to Tune (so ASHA sees them).
+Either way the trial function owns the trial's MLflow child run; rank 0 logs into it.
 """
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +24,9 @@ from skd_ray.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
 CHECKPOINTS_KEPT = 2
+# Set on a child run whose training failed deterministically (NaN loss, bad data): a restart
+# of that trial by Tune would fail the same way, so it ends at once with the same reason.
+DETERMINISTIC_ERROR_TAG = "skd.deterministic_error"
 
 
 class TrialFailed(RuntimeError):
@@ -39,6 +46,12 @@ class TrialSettings:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 2
+    always_ray_train: bool = False  # run one-worker trials through Ray Train too
+
+    @property
+    def trains_in_trial_process(self) -> bool:
+        """One-worker trials train inside the Tune trial process (see module docstring)."""
+        return self.workers == 1 and not self.always_ray_train
 
 
 def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
@@ -48,7 +61,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     cfg = resolve_config(loop_config["flat"])
     sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
     try:
-        fit(cfg, RaySession(cfg.train.device, sink))
+        fit(cfg, RaySession(cfg.train.device, sink, loop_config.get("started_at")))
     except SkdError as err:
         # Deterministic (divergence, bad data): restarting the workers would fail the same
         # way, so it is returned to the trial function instead of triggering Train's retries.
@@ -57,12 +70,10 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Tune function trainable: one TorchTrainer run per trial, tracked as an MLflow child run."""
-    import ray.train
+    """Tune function trainable: one trial, tracked as an MLflow child run."""
     from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
+    started_at = time.time()
     ctx = tune.get_context()
     flat = settings.space.to_flat(config)
     cfg = resolve_config(flat)
@@ -71,13 +82,55 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         ctx.get_trial_name(), cfg.to_flat(),
         {"skd.method": cfg.method, "skd.seed": str(cfg.train.seed), "skd.trial_name": ctx.get_trial_name()},
     )
-    train_run = f"train_{ctx.get_trial_id()}"
-    finished = finished_train_metrics(f"{settings.storage_path.rstrip('/')}/{train_run}", cfg.train.epochs)
+    try:
+        if settings.trains_in_trial_process:
+            train_in_trial_process(cfg, run_id, settings.tracking_uri, started_at)
+        else:
+            train_with_ray_train(flat, cfg.train.epochs, run_id, settings, ctx.get_trial_id(), started_at)
+    except Exception as err:
+        # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
+        # record the error and let its ChildRunStatus callback set the final status.
+        client(settings.tracking_uri).set_tag(run_id, LAST_ERROR_TAG, failure_reason(err))
+        raise
+    finish_trial_run(settings.tracking_uri, run_id, "completed")
+
+
+def train_in_trial_process(cfg: Any, run_id: str, tracking_uri: str, started_at: float) -> None:
+    """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
+    from ray import tune
+
+    from skd_ray.session import TuneTrialSession
+
+    earlier = client(tracking_uri).get_run(run_id).data.tags.get(DETERMINISTIC_ERROR_TAG)
+    if earlier:
+        raise TrialFailed(earlier)
+    session = TuneTrialSession(cfg.train.device, TrialTracker(tracking_uri, run_id), started_at)
+    try:
+        metrics = fit(cfg, session)
+    except SkdError as err:
+        reason = f"{type(err).__name__}: {err}"
+        client(tracking_uri).set_tag(run_id, DETERMINISTIC_ERROR_TAG, reason)
+        raise TrialFailed(reason) from None
+    if session.reports == 0 and metrics:
+        # Restored from its final checkpoint (the search was interrupted after the last
+        # epoch): hand Tune the stored final result once more.
+        tune.report(metrics)
+
+
+def train_with_ray_train(flat: dict[str, Any], epochs: int, run_id: str, settings: TrialSettings,
+                         trial_id: str, started_at: float) -> None:
+    """Train a multi-worker trial as a Ray Train (DDP) run that reports through to Tune."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    train_run = f"train_{trial_id}"
+    finished = finished_train_metrics(f"{settings.storage_path.rstrip('/')}/{train_run}", epochs)
     if finished is not None:
         # Training ended but the search was interrupted before Tune recorded it: hand Tune
         # the stored final result instead of a Train run with nothing left to report.
         tune.report(finished)
-        finish_trial_run(settings.tracking_uri, run_id, "completed")
         return
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
@@ -85,7 +138,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         resources["GPU"] = settings.gpus_per_worker
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri},
+        train_loop_config={"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri,
+                           "started_at": started_at},
         scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -98,17 +152,10 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
                 checkpoint_score_order="max"),
         ),
     )
-    try:
-        result = trainer.fit()
-        error = (result.return_value or {}).get("error")
-        if error:
-            raise TrialFailed(error)
-    except Exception as err:
-        # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
-        # record the error and let its ChildRunStatus callback set the final status.
-        client(settings.tracking_uri).set_tag(run_id, LAST_ERROR_TAG, failure_reason(err))
-        raise
-    finish_trial_run(settings.tracking_uri, run_id, "completed")
+    result = trainer.fit()
+    error = (result.return_value or {}).get("error")
+    if error:
+        raise TrialFailed(error)
 
 
 def finished_train_metrics(run_path: str, epochs: int) -> dict[str, Any] | None:

@@ -36,3 +36,28 @@ def test_method_cost_quick_prints_a_ratio_per_method() -> None:
         assert time_ratio > 0 and math.isfinite(time_ratio), name
         # A quick run's CPU memory growth is a few MB, so only its form is checked.
         assert math.isnan(mem_ratio) or mem_ratio >= 0, name
+
+
+def run_quick(script: str) -> str:
+    path = SCRIPT.parent / script
+    proc = subprocess.run([sys.executable, str(path), "--quick"], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_trial_overhead_quick_prints_startup_and_efficiency() -> None:
+    last = run_quick("trial_overhead.py").strip().splitlines()[-1]
+    match = re.fullmatch(r"startup_1w_s=(\S+) startup_2w_s=(\S+) search_efficiency=(\S+)", last)
+    assert match, last
+    startup_1w, startup_2w, efficiency = map(float, match.groups())
+    assert startup_1w > 0 and startup_2w > 0 and 0 < efficiency <= 1
+
+
+def test_search_efficiency_quick_prints_an_epochs_ratio() -> None:
+    out = run_quick("search_efficiency.py")
+    last = out.strip().splitlines()[-1]
+    match = re.fullmatch(r"epochs_ratio=(\S+)", last)
+    assert match, last
+    assert float(match.group(1)) > 0
+    assert "tpe_asha: " in out and "random_no_stopping: " in out

@@ -126,12 +126,31 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_checkpoint_loads_with_weights_only(straight: dict[str, Any]) -> None:
     state = torch.load(straight["dir"] / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "best", "rng"}
+    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "best", "rng", "metrics"}
     assert state["epoch"] == 4
+    assert state["metrics"] == straight["final"]
     assert state["best"]["best_val_acc"] == max(m["val_acc"] for m in straight["history"])
     assert any(k.startswith("heads.exit1.") for k in state["model"])
     assert state["scheduler"]["last_epoch"] == 4
     assert not list(straight["dir"].glob("*.tmp"))  # atomic write leaves no temporary file
+
+
+def test_a_run_resumed_after_its_last_epoch_returns_the_stored_metrics(straight: dict[str, Any]) -> None:
+    """What a trial restored from its final checkpoint hands back to the search (no training)."""
+    s = session(straight["dir"])
+    assert fit(digits_cfg(), s) == straight["final"]
+    assert s.history == []
+
+
+def test_startup_time_is_reported_on_the_first_epoch_a_process_trains(tmp_path: Path) -> None:
+    import time
+
+    s = session()
+    s.started_at = time.time() - 5.0  # the trial began 5 s before fit was called
+    fit(digits_cfg(**{"train.epochs": 2}), s)
+    first, second = s.history
+    assert 5.0 < first["time_startup_s"] < 5.0 + first["time_epoch_s"]
+    assert "time_startup_s" not in second and "time_first_step_s" not in first
 
 
 def test_same_seed_gives_identical_metrics(straight: dict[str, Any], interrupted: dict[str, Any]) -> None:
@@ -259,3 +278,25 @@ def test_local_session_best_state_is_a_snapshot_not_the_live_weights() -> None:
                    {"model": {"w": weight}, "epoch": 1}, True)
     weight.add_(1.0)  # training goes on in place
     assert torch.equal(session.best_state["model"]["w"], torch.zeros(2))
+
+
+def _ranks_average_their_training_metrics(rank: int) -> None:
+    from skd_ray.engine import mean_over_ranks
+
+    mine = {"train_loss": 1.0 + 2.0 * rank, "train_ce_final": 10.0 * rank}
+    assert mean_over_ranks(mine, torch.device("cpu")) == {"train_loss": 2.0, "train_ce_final": 5.0}
+
+
+def test_ddp_training_metrics_are_averaged_over_ranks() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "methods"))
+    from handcalc import run_two_ranks
+
+    run_two_ranks(_ranks_average_their_training_metrics)
+
+
+def test_a_single_process_keeps_its_training_metrics() -> None:
+    from skd_ray.engine import mean_over_ranks
+
+    assert mean_over_ranks({"train_loss": 0.5}, torch.device("cpu")) == {"train_loss": 0.5}

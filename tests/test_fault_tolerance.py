@@ -54,6 +54,16 @@ def wait_for(predicate: Any, proc: Any, log: Path, timeout: float, what: str) ->
     pytest.fail(f"no {what} after {timeout}s:\n{log.read_text()[-5000:]}")
 
 
+def wait_for_epochs(uri: str, experiment: str, epochs: int, proc: Any, log: Path) -> Any:
+    """The first trial's MLflow run, once it has logged `epochs` epochs."""
+
+    def logged() -> Any:
+        runs = children(uri, experiment)
+        return runs and len(steps(uri, runs[0].info.run_id)) >= epochs and runs[0]
+
+    return wait_for(logged, proc, log, 240, f"{epochs} logged epochs")
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (the Ray processes a local search started)."""
     parents: dict[int, list[int]] = {}
@@ -130,11 +140,7 @@ def test_killed_worker_resumes_from_checkpoint(cli, tmp_path: Path) -> None:
                      "--storage", str(tmp_path / "results"), "--experiment", "killworker", "--seed", "0", log=log)
     uri = cli.mlflow_uri
 
-    def two_epochs_logged() -> Any:
-        runs = children(uri, "killworker")
-        return runs and len(steps(uri, runs[0].info.run_id)) >= 2 and runs[0]
-
-    run = wait_for(two_epochs_logged, proc, log, 240, "2 logged epochs")
+    run = wait_for_epochs(uri, "killworker", 2, proc, log)
     workers = train_workers(proc.pid)
     assert len(workers) == 2, (workers, [cmdline(p) for p in descendants(proc.pid)])
     victim = min(workers)
@@ -163,6 +169,45 @@ def test_killed_worker_resumes_from_checkpoint(cli, tmp_path: Path) -> None:
     check_resumed_history(steps(uri, run.info.run_id), cut_ms, epochs)
 
 
+def trial_processes(driver_pid: int) -> set[int]:
+    """PIDs of the Tune trial actors (`ray::ImplicitFunc...`) under this search's driver."""
+    return {p for p in descendants(driver_pid) if cmdline(p).startswith("ray::ImplicitFunc")}
+
+
+def test_killed_trial_process_resumes_from_checkpoint(cli, tmp_path: Path) -> None:
+    """A one-worker trial trains in its Tune trial process; killing that process makes Tune
+    restart the trial from its last checkpoint, in the same MLflow run."""
+    from mlflow import MlflowClient
+
+    epochs = 6
+    space = write_space(tmp_path / "space.yaml", **{"train.epochs": epochs, "train.batch_size": 16})
+    log = tmp_path / "search.log"
+    proc = cli.start("--config", str(space), "--num-samples", "1", "--storage", str(tmp_path / "results"),
+                     "--experiment", "killtrial", "--seed", "0", log=log)
+    uri = cli.mlflow_uri
+
+    run = wait_for_epochs(uri, "killtrial", 2, proc, log)
+    victims = trial_processes(proc.pid)
+    assert len(victims) == 1, [cmdline(p) for p in descendants(proc.pid)]
+    assert not train_workers(proc.pid), "a one-worker trial should not start Ray Train workers"
+    cut_ms = int(time.time() * 1000)
+    os.kill(victims.pop(), signal.SIGKILL)
+    try:
+        proc.wait(timeout=240)
+    except Exception:
+        pytest.fail(f"the search did not finish after the trial process was killed:\n{log.read_text()[-5000:]}")
+    assert proc.returncode == 0, log.read_text()[-5000:]
+    runs = children(uri, "killtrial")
+    assert len(runs) == 1, "the restarted trial opened a second MLflow run"
+    final = MlflowClient(uri).get_run(run.info.run_id)
+    assert final.data.tags["skd.status"] == "completed" and final.info.status == "FINISHED"
+    assert final.data.tags["skd.executor"] == "trial_process"
+    assert final.data.metrics["epoch"] == epochs
+    check_resumed_history(steps(uri, run.info.run_id), cut_ms, epochs)
+    # Start-up is measured on the first epoch each process trains (again after the restart).
+    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "time_startup_s")) == 2
+
+
 def trial_snapshot(uri: str, run: Any) -> tuple:
     from mlflow import MlflowClient
 
@@ -187,11 +232,17 @@ def test_driver_killed_then_resume(cli, tmp_path: Path) -> None:
     proc = cli.start(*args, log=log)
     uri = cli.mlflow_uri
 
+    def known_to_saved_state(run: Any) -> bool:
+        """Tune saves the search state every second; a trial it never recorded is replaced on
+        resume instead of continued (covered by the abandoned-trial test below)."""
+        trial_id = run.data.tags["skd.ray_trial_id"]
+        return any(trial_id in f.read_text() for f in (tmp_path / "results").glob("resume_*/experiment_state-*.json"))
+
     def one_done_one_midway() -> Any:
         runs = children(uri, "resume")
         done = [r for r in runs if r.data.tags["skd.status"] in FINISHED]
         running = [r for r in runs if r.data.tags["skd.status"] == "running"
-                   and 2 <= len(steps(uri, r.info.run_id)) < epochs]
+                   and 2 <= len(steps(uri, r.info.run_id)) < epochs and known_to_saved_state(r)]
         return done and running and (done, running[0])
 
     done, interrupted = wait_for(one_done_one_midway, proc, log, 400, "a finished and a half-way trial")

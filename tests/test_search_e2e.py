@@ -111,3 +111,46 @@ def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(cli, tmp_p
             "loss became inf" in run.data.tags["skd.failure_reason"]
     assert "running" not in [r.data.tags["skd.status"] for r in children]
     assert res.returncode == (1 if len(failed) == 3 else 0)
+
+
+def write_image_folder(root: Path, corrupt: bool) -> Path:
+    """A tiny 2-class ImageNet-layout folder; `corrupt` adds a file that is not an image."""
+    from PIL import Image
+
+    for part, count in (("train", 6), ("val", 2)):
+        for label in ("a", "b"):
+            folder = root / part / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shade = 40 if label == "a" else 200
+                Image.new("RGB", (8, 8), (shade, shade + i, shade)).save(folder / f"{i}.png")
+    if corrupt:
+        for label in ("a", "b"):
+            (root / "train" / label / "broken.png").write_bytes(b"this is not a png")
+    return root
+
+
+def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path) -> None:
+    broken = write_image_folder(tmp_path / "broken", corrupt=True)
+    good = write_image_folder(tmp_path / "good", corrupt=False)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "fixed": {"method": "vanilla", "data.name": "imagefolder", "data.image_size": 8, "data.loader_workers": 0,
+                  "data.val_fraction": 0.25, "model.backbone": "resnet_small", "model.width": 8,
+                  "train.epochs": 1, "train.batch_size": 4},
+        # The first trial (the defaults) reads a file that is not an image: PIL raises, not skd_ray.
+        "params": {"data.dir": {"type": "categorical", "choices": [str(broken), str(good)], "default": str(broken)}},
+    }))
+    res = cli("--config", str(space), "--num-samples", "2", "--max-concurrent", "1",
+              "--storage", str(tmp_path / "results"), "--experiment", "raises", "--seed", "0", timeout=400)
+    _, children = child_runs(cli.mlflow_uri, "raises")
+    assert len(children) == 2, res.stdout[-4000:]
+    by_dir = {r.data.params["data.dir"]: r for r in children}
+    failed = by_dir[str(broken)]
+    assert failed.info.status == "FAILED" and failed.data.tags["skd.status"] == "failed"
+    assert "cannot identify image file" in failed.data.tags["skd.failure_reason"], failed.data.tags
+    # One MLflow run, however often Tune restarted the crashed trial.
+    assert len([r for r in children if r.data.params["data.dir"] == str(broken)]) == 1
+    if str(good) in by_dir:
+        assert by_dir[str(good)].data.tags["skd.status"] == "completed"
+    assert res.returncode == (1 if len(by_dir) == 1 else 0)

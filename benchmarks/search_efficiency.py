@@ -1,0 +1,116 @@
+"""Search efficiency: TPE + ASHA against random search without early stopping, same trial count.
+
+Both searches tune `vanilla` on a fixed Fashion-MNIST subset over a 4-parameter space
+(learning rate, weight decay, momentum, label smoothing), run through the real search
+(Ray Tune + Optuna + MLflow) one after the other on one local cluster, with the same seed
+and trial count. Every epoch any trial trains is read back from MLflow with its timestamp;
+walking each search's epochs in the order they finished, the benchmark counts the epochs
+spent until some trial first reached within 0.5 points of the best validation accuracy that
+either search found. The last line is `epochs_ratio=<tpe_asha epochs / random epochs>`.
+
+    python benchmarks/search_efficiency.py            # ~6-9 minutes on 2 CPU cores
+    python benchmarks/search_efficiency.py --quick    # smoke run (digits, tiny budget)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skd_ray.search import SearchRequest, connect_ray, run_search
+from skd_ray.space import load_space
+from skd_ray.tracking import client
+
+TOLERANCE = 0.005  # 0.5 points of accuracy
+
+
+def write_space(path: Path, dataset: str, epochs: int, subset: int) -> Path:
+    path.write_text(yaml.safe_dump({
+        "description": "search-efficiency benchmark: vanilla on a fixed subset",
+        "fixed": {"method": "vanilla", "data.name": dataset, "data.train_subset": subset,
+                  "data.val_fraction": 0.02 if dataset == "fashion-mnist" else 0.2,
+                  "model.backbone": "resnet_small", "model.width": 8, "train.epochs": epochs,
+                  "train.batch_size": 64, "eval.batch_size": 512},
+        "params": {
+            "optim.lr": {"type": "float", "low": 0.001, "high": 0.5, "log": True, "default": 0.05},
+            "optim.weight_decay": {"type": "float", "low": 1.0e-6, "high": 1.0e-2, "log": True, "default": 5.0e-4},
+            "optim.momentum": {"type": "float", "low": 0.0, "high": 0.99, "default": 0.9},
+            "method.label_smoothing": {"type": "float", "low": 0.0, "high": 0.3, "default": 0.0},
+        },
+    }))
+    return path
+
+
+def epoch_log(uri: str, experiment_id: str, parent_run_id: str) -> list[tuple[int, float]]:
+    """(timestamp ms, val_acc) of every epoch any trial of the search trained, in time order."""
+    mlflow = client(uri)
+    runs = mlflow.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    points = [(m.timestamp, m.value) for run in runs for m in mlflow.get_metric_history(run.info.run_id, "val_acc")]
+    return sorted(points)
+
+
+def epochs_to_reach(points: list[tuple[int, float]], target: float) -> tuple[int, bool]:
+    """Epochs spent until the first epoch at or above `target` (all of them if never)."""
+    for spent, (_, acc) in enumerate(points, start=1):
+        if acc >= target:
+            return spent, True
+    return len(points), False
+
+
+def run(name: str, space: Path, root: Path, uri: str, trials: int, sampler: str, early_stopping: bool,
+        seed: int) -> dict[str, Any]:
+    req = SearchRequest(space=load_space(space), storage=str(root / "results"), tracking_uri=uri,
+                        experiment=name, search_name=name, num_samples=trials, seed=seed, grace_period=1,
+                        sampler=sampler, early_stopping=early_stopping)
+    start = time.time()
+    outcome = run_search(req)
+    points = epoch_log(uri, outcome.experiment_id, outcome.parent_run_id)
+    summary = {"points": points, "wall": time.time() - start, "best": max(a for _, a in points),
+               "trials": outcome.num_trials, "errors": outcome.num_errors}
+    print(f"{name}: trials={outcome.num_trials} errors={outcome.num_errors} epochs={len(points)} "
+          f"best_val_acc={summary['best']:.4f} wall={summary['wall']:.0f}s", flush=True)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6, help="epoch budget of a full trial")
+    parser.add_argument("--subset", type=int, default=2000, help="training images (fixed random subset)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: digits, 3 trials of 2 epochs")
+    args = parser.parse_args()
+    dataset = "fashion-mnist"
+    if args.quick:
+        dataset, args.trials, args.epochs, args.subset = "digits", 3, 2, 0
+    with tempfile.TemporaryDirectory(prefix="skd_search_eff_") as tmp:
+        root = Path(tmp)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        space = write_space(root / "space.yaml", dataset, args.epochs, args.subset)
+        connect_ray(None, temp_dir=str(root / "ray"))
+        tpe = run("tpe_asha", space, root, uri, args.trials, "tpe", True, args.seed)
+        rnd = run("random_no_stopping", space, root, uri, args.trials, "random", False, args.seed)
+        import ray
+
+        ray.shutdown()
+    best = max(tpe["best"], rnd["best"])
+    target = best - TOLERANCE
+    tpe_epochs, tpe_hit = epochs_to_reach(tpe["points"], target)
+    rnd_epochs, rnd_hit = epochs_to_reach(rnd["points"], target)
+    print(f"dataset={dataset} trials={args.trials} max_epochs={args.epochs} best_either={best:.4f} "
+          f"target={target:.4f}")
+    for name, spent, hit, total in (("tpe_asha", tpe_epochs, tpe_hit, len(tpe["points"])),
+                                    ("random_no_stopping", rnd_epochs, rnd_hit, len(rnd["points"]))):
+        reached = f"reached after {spent} epochs" if hit else f"never reached (all {spent} epochs counted)"
+        print(f"{name}: {reached}; {total} epochs in all")
+    print(f"total_epochs_ratio={len(tpe['points']) / len(rnd['points']):.3f}")
+    print(f"epochs_ratio={tpe_epochs / rnd_epochs:.3f}")
+
+
+if __name__ == "__main__":
+    main()
