@@ -6,7 +6,8 @@ Both searches tune `vanilla` on a fixed Fashion-MNIST subset over a 4-parameter 
 and trial count. Every epoch any trial trains is read back from MLflow with its timestamp;
 walking each search's epochs in the order they finished, the benchmark counts the epochs
 spent until some trial first reached within 0.5 points of the best validation accuracy that
-either search found. The last line is `epochs_ratio=<tpe_asha epochs / random epochs>`.
+either search found. It also prints the fraction of training time the epochs spent waiting
+for data. The last line is `epochs_ratio=<tpe_asha epochs / random epochs>`.
 
     python benchmarks/search_efficiency.py            # ~6-9 minutes on 2 CPU cores
     python benchmarks/search_efficiency.py --quick    # smoke run (digits, tiny budget)
@@ -15,6 +16,7 @@ either search found. The last line is `epochs_ratio=<tpe_asha epochs / random ep
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,12 +48,14 @@ def write_space(path: Path, dataset: str, epochs: int, subset: int) -> Path:
     return path
 
 
-def epoch_log(uri: str, experiment_id: str, parent_run_id: str) -> list[tuple[int, float]]:
-    """(timestamp ms, val_acc) of every epoch any trial of the search trained, in time order."""
+def epoch_log(uri: str, experiment_id: str, parent_run_id: str) -> tuple[list[tuple[int, float]], list[float]]:
+    """(timestamp ms, val_acc) of every epoch any trial of the search trained, in time order,
+    and every epoch's fraction of training time spent waiting for data."""
     mlflow = client(uri)
     runs = mlflow.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     points = [(m.timestamp, m.value) for run in runs for m in mlflow.get_metric_history(run.info.run_id, "val_acc")]
-    return sorted(points)
+    waits = [m.value for run in runs for m in mlflow.get_metric_history(run.info.run_id, "time_data_frac")]
+    return sorted(points), waits
 
 
 def epochs_to_reach(points: list[tuple[int, float]], target: float) -> tuple[int, bool]:
@@ -69,11 +73,12 @@ def run(name: str, space: Path, root: Path, uri: str, trials: int, sampler: str,
                         sampler=sampler, early_stopping=early_stopping)
     start = time.time()
     outcome = run_search(req)
-    points = epoch_log(uri, outcome.experiment_id, outcome.parent_run_id)
+    points, waits = epoch_log(uri, outcome.experiment_id, outcome.parent_run_id)
     summary = {"points": points, "wall": time.time() - start, "best": max(a for _, a in points),
                "trials": outcome.num_trials, "errors": outcome.num_errors}
     print(f"{name}: trials={outcome.num_trials} errors={outcome.num_errors} epochs={len(points)} "
-          f"best_val_acc={summary['best']:.4f} wall={summary['wall']:.0f}s", flush=True)
+          f"best_val_acc={summary['best']:.4f} wall={summary['wall']:.0f}s "
+          f"data_wait_frac_median={statistics.median(waits):.4f} max={max(waits):.4f}", flush=True)
     return summary
 
 

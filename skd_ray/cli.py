@@ -133,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         return code
     if wants_finished_search(args):
         return run_finished_search(args, uri, searched)
+    if args.resume:
+        return resume_search(args, searched)
     from skd_ray.space import load_space
 
     path = resolve_space_path(args)
@@ -183,29 +185,54 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
 
 
 def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> int:
-    from skd_ray.after_search import objective_tags, report_pareto_front, search_objectives
-    from skd_ray.search import SearchRequest, latest_search_name, run_search
+    from skd_ray.after_search import objective_tags, search_objectives
+    from skd_ray.search import SearchRequest
 
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
-    name = latest_search_name(storage, experiment) if args.resume else \
-        f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
-    req = SearchRequest(space=space, storage=storage, tracking_uri=uri, experiment=experiment, search_name=name,
+    req = SearchRequest(space=space, storage=storage, tracking_uri=uri, experiment=experiment,
+                        search_name=f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}",
                         num_samples=args.num_samples, workers=args.workers_per_trial,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                         max_concurrent=args.max_concurrent, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
-                        resume=args.resume, always_ray_train=args.always_ray_train, sampler=args.sampler,
-                        early_stopping=not args.no_early_stopping)
-    req.objectives, req.extra_tags = objectives, {**req.extra_tags, **objective_tags(objectives)}
+                        always_ray_train=args.always_ray_train, sampler=args.sampler,
+                        early_stopping=not args.no_early_stopping, objectives=objectives)
+    req.extra_tags = {**req.extra_tags, **objective_tags(objectives)}
+    return execute_search(req)
+
+
+def resume_search(args: argparse.Namespace, experiment: str) -> int:
+    """Continue the latest search of `experiment` with the settings it was started with; only
+    where things are (--storage, --address, --mlflow-uri) comes from this command line."""
+    from skd_ray.search import latest_search_name, saved_request
+    from skd_ray.tracking import check_reachable
+
+    storage = str(Path(args.storage).resolve())
+    check_writable(storage)
+    req = saved_request(storage, latest_search_name(storage, experiment))
+    req.address = args.address
+    if args.mlflow_uri:
+        req.tracking_uri = args.mlflow_uri
+    check_reachable(req.tracking_uri)
+    print(f"resuming {req.search_name} with its saved settings ({req.space.path}, {req.num_samples} trials, "
+          f"{req.workers} worker(s) per trial); other flags of this command are not used")
+    return execute_search(req)
+
+
+def execute_search(req: Any) -> int:
+    """Run (or resume) `req` on Ray, then print its leaderboard (and Pareto front)."""
+    from skd_ray.after_search import report_pareto_front
+    from skd_ray.search import run_search
+
     outcome = run_search(req)
     print()
-    print(f"search {name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
+    print(f"search {req.search_name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
           f"results in {outcome.experiment_dir}")
-    show_results(uri, experiment, outcome.parent_run_id)
-    if objectives and not outcome.interrupted:
-        report_pareto_front(uri, outcome.experiment_id, outcome.parent_run_id, objectives)
+    show_results(req.tracking_uri, req.experiment, outcome.parent_run_id)
+    if req.objectives and not outcome.interrupted:
+        report_pareto_front(req.tracking_uri, outcome.experiment_id, outcome.parent_run_id, req.objectives)
     if outcome.interrupted:
         print("interrupted: finished trials are kept in MLflow; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED

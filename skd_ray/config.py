@@ -16,6 +16,8 @@ from typing import Any
 
 from skd_ray.errors import ConfigError
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
 
 @dataclass
 class DataConfig:
@@ -55,6 +57,7 @@ class TrainLoopConfig:
     channels_last: bool = False
     grad_clip: float = 0.0  # 0 disables clipping
     threads: int = 0  # 0: leave torch's choice (Ray sets it from the worker's CPUs)
+    compile: str = "off"  # off | default | reduce-overhead | max-autotune (torch.compile's modes)
 
 
 @dataclass
@@ -246,6 +249,8 @@ def validate_core(cfg: TrainConfig) -> None:
          "use e.g. [0.5, 0.75]"),
         (cfg.train.amp in ("off", "bf16", "fp16"), f"train.amp {cfg.train.amp!r} is unknown",
          "use off, bf16 or fp16"),
+        (cfg.train.compile in COMPILE_MODES, f"train.compile {cfg.train.compile!r} is unknown",
+         f"use one of: {', '.join(COMPILE_MODES)}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device {cfg.train.device!r} is unknown",
          "use auto, cpu or cuda"),
         (all(0 < t <= 1 for t in cfg.eval.thresholds), "eval.thresholds must lie in (0, 1]",

@@ -221,6 +221,10 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
         torch.set_rng_state(state["rng"])
         start_epoch, best = int(state["epoch"]), dict(state["best"])
     model = session.prepare_model(method)
+    if cfg.train.compile != "off":
+        # The training forward only: evaluation, hooks and checkpoints use the plain module,
+        # whose parameters the compiled one shares.
+        model = torch.compile(model, mode=cfg.train.compile)
     loaders = {part: build_loader(data, part, cfg, rank=session.rank, world_size=session.world_size,
                                   device=device) for part in ("train", "val")}
     metrics: dict[str, float] = dict(state.get("metrics") or {}) if state is not None else {}

@@ -7,7 +7,6 @@ error before anything starts, never a silent hang.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -19,6 +18,7 @@ from ray import tune
 
 from skd_ray.errors import SkdError
 from skd_ray.search_report import log_search_plots
+from skd_ray.search_state import STATE_FILE, read_state, saved_request_fields, write_state
 from skd_ray.space import SearchSpace
 from skd_ray.tracking import (
     LAST_ERROR_TAG,
@@ -84,11 +84,18 @@ def safe_name(name: str) -> str:
 def latest_search_name(storage: str, experiment: str) -> str:
     """Name of the newest search of `experiment` under `storage` (what --resume continues)."""
     prefix = safe_name(experiment) + "_"
-    found = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}*/skd_search.json"))
+    found = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}*/{STATE_FILE}"))
     if not found:
         raise SkdError(f"no search of experiment {experiment!r} under {storage}",
                        "use the same --storage and --experiment as the interrupted search")
     return found[-1]
+
+
+def saved_request(storage: str, search_name: str) -> SearchRequest:
+    """The request a search was started with, to `--resume` it without repeating its flags."""
+    request = SearchRequest(**saved_request_fields(read_state(Path(storage) / safe_name(search_name))))
+    request.storage, request.search_name, request.resume = storage, search_name, True
+    return request
 
 
 def plan_concurrency(cluster: dict[str, float], req: SearchRequest) -> int:
@@ -241,7 +248,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
 
     name = safe_name(req.search_name)
     exp_dir = Path(req.storage) / name
-    state_file = exp_dir / "skd_search.json"
+    state_file = exp_dir / STATE_FILE
     connect_ray(req.address)
     concurrency = plan_concurrency(ray.cluster_resources(), req)
     max_epochs = int(req.space.fixed.get("train.epochs", 15))
@@ -250,7 +257,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         if not state_file.exists() or not tune.Tuner.can_restore(str(exp_dir)):
             raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
                            "or drop --resume to start a new search")
-        state = json.loads(state_file.read_text())
+        state = read_state(exp_dir)
         experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
         num_samples = int(state["request"]["num_samples"])  # Tune restores its own; --num-samples is ignored
         reopen_run(req.tracking_uri, parent_run_id)
@@ -267,10 +274,8 @@ def run_search(req: SearchRequest) -> SearchOutcome:
              **{f"fixed.{k}": v for k, v in req.space.fixed.items()}},
         )
         exp_dir.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({"experiment_id": experiment_id, "parent_run_id": parent_run_id,
-                                          "request": {f.name: getattr(req, f.name) for f in fields(req)
-                                                      if f.name not in ("space", "callbacks")}},
-                                         indent=2, default=str))
+        write_state(exp_dir, experiment_id, parent_run_id, {f.name: getattr(req, f.name) for f in fields(req)},
+                    req.space)
     settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
                              req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
                              req.always_ray_train)

@@ -256,7 +256,8 @@ def test_driver_killed_then_resume(cli, tmp_path: Path) -> None:
     leftovers = wait_until_gone(str(cli.ray_tmp), timeout=60)
     assert not leftovers, leftovers
 
-    res = cli("--resume", *args, timeout=500)
+    # Only where the search lives is repeated: its settings come from the storage.
+    res = cli("--resume", "--storage", str(tmp_path / "results"), "--experiment", "resume", timeout=500)
     assert res.returncode == 0, first_output[-3000:] + "\n--- resume:\n" + res.stdout[-5000:]
 
     client = MlflowClient(uri)
@@ -349,7 +350,8 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(cli, tmp_pat
         assert (child.data.tags["skd.status"], child.info.status) == ("interrupted", "KILLED")
     assert not wait_until_gone(str(cli.ray_tmp), timeout=60)
 
-    res = cli("--resume", *args, timeout=300)
+    res = cli("--resume", "--storage", str(tmp_path / "results"), "--experiment", "ctrlc", timeout=300)
+    assert "with its saved settings" in res.stdout
     assert res.returncode == 0, res.stdout[-5000:]
     parent, child = client.get_run(parent_id), client.get_run(run.info.run_id)
     assert (parent.data.tags["skd.status"], parent.info.status) == ("completed", "FINISHED")

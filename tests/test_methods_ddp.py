@@ -4,7 +4,8 @@ The trainer runs the real `skd_ray.trial.train_worker`; a thin wrapper only obse
 each rank (the model `RaySession.prepare_model` returned, the rank's last report) and
 writes what it saw to a file, so the test can check that the two ranks really formed a
 process group, wrapped the method in DistributedDataParallel, trained on different shards
-(different per-rank losses) and still ended with identical weights (gradients all-reduced).
+(different per-rank losses before they are averaged for logging, identical ones after) and
+still ended with identical weights (gradients all-reduced).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def observed_train_worker(loop_config: dict[str, Any]) -> Any:
     import ray.train
     import torch
 
+    from skd_ray import engine as engine_module
     from skd_ray import session as session_module
     from skd_ray.trial import train_worker
 
@@ -73,13 +75,21 @@ def observed_train_worker(loop_config: dict[str, Any]) -> Any:
         seen["metrics"] = dict(metrics)
         original_report(self, metrics, state, is_best)
 
-    # Each Ray Train worker is a process of its own that ends with the run: patching the
-    # class here observes this rank only.
+    original_mean = engine_module.mean_over_ranks
+
+    def mean_over_ranks(metrics: dict[str, float], device: Any) -> dict[str, float]:
+        seen["own_train_loss"] = metrics["train_loss"]
+        return original_mean(metrics, device)
+
+    # Each Ray Train worker is a process of its own that ends with the run: patching here
+    # observes this rank only.
     cls.prepare_model, cls.report = prepare_model, report
+    engine_module.mean_over_ranks = mean_over_ranks
     try:
         returned = train_worker(loop_config)
     finally:
         cls.prepare_model, cls.report = original_prepare, original_report
+        engine_module.mean_over_ranks = original_mean
     ctx = ray.train.get_context()
     dist = torch.distributed
     trainable = [p.detach().cpu().contiguous() for p in seen["model"].parameters() if p.requires_grad]
@@ -90,6 +100,7 @@ def observed_train_worker(loop_config: dict[str, Any]) -> Any:
         "process_group_size": dist.get_world_size() if dist.is_initialized() else 1,
         "wrapper": seen["wrapper"],
         "param_digest": digest,
+        "own_train_loss": seen["own_train_loss"],
         "train_loss": seen["metrics"]["train_loss"],
         "epoch": seen["metrics"]["epoch"],
     }
@@ -139,5 +150,8 @@ def test_method_trains_one_epoch_with_two_ddp_workers(method: str, local_ray, tr
     assert all(r["world_size"] == r["process_group_size"] == WORKERS for r in ranks)
     assert all(r["wrapper"] == "DistributedDataParallel" for r in ranks)
     assert all(r["epoch"] == 1 for r in ranks)
-    assert ranks[0]["train_loss"] != ranks[1]["train_loss"], "both ranks trained on the same shard"
+    assert ranks[0]["own_train_loss"] != ranks[1]["own_train_loss"], "both ranks trained on the same shard"
+    mean_loss = (ranks[0]["own_train_loss"] + ranks[1]["own_train_loss"]) / 2
+    assert ranks[0]["train_loss"] == ranks[1]["train_loss"] == pytest.approx(mean_loss), \
+        "the logged training loss must be the mean over ranks"
     assert ranks[0]["param_digest"] == ranks[1]["param_digest"], "weights diverged: gradients not all-reduced"
