@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="Optuna sampler of a single-objective search (random: a baseline)")
     p.add_argument("--no-early-stopping", action="store_true", help="run every trial to --max-epochs (no ASHA)")
+    p.add_argument("--no-default-trial", action="store_true",
+                   help="do not start with the space's defaults (the published settings) as the first trial")
     p.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray")
     p.add_argument("--storage", default="skd_results", help="Ray results and checkpoints (shared on clusters)")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
@@ -198,7 +200,8 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         max_concurrent=args.max_concurrent, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
                         always_ray_train=args.always_ray_train, sampler=args.sampler,
-                        early_stopping=not args.no_early_stopping, objectives=objectives)
+                        early_stopping=not args.no_early_stopping,
+                        start_from_defaults=not args.no_default_trial, objectives=objectives)
     req.extra_tags = {**req.extra_tags, **objective_tags(objectives)}
     return execute_search(req)
 

@@ -58,6 +58,7 @@ class SearchRequest:
     always_ray_train: bool = False
     sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
     early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
+    start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)
     resume: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
     # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
@@ -339,6 +340,13 @@ def close_abandoned(uri: str, experiment_id: str, parent_run_id: str, study_db: 
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
+def tpe_startup_trials(num_samples: int) -> int:
+    """Random trials before TPE models the space: Optuna's fixed 10 would leave a 12-trial
+    search almost entirely random, so small budgets get a quarter of their trials (at least
+    3, the fewest TPE can split into good and bad), large ones Optuna's 10."""
+    return min(10, max(3, num_samples // 4))
+
+
 def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epochs: int) -> tuple[Any, Any]:
     """(search algorithm, trial scheduler) of a new search; a scheduler of None is Tune's FIFO.
 
@@ -347,7 +355,8 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     - `req.objectives` (several metrics): Optuna NSGA-II towards their Pareto front, and no
       early stopping: ASHA ranks trials by one metric and would cut off one end of the front;
     - `req.points`: each given config once (final evaluation), no early stopping.
-    Optuna's study lives in `<exp_dir>/optuna.db`, the first trial is the space's defaults.
+    Optuna's study lives in `<exp_dir>/optuna.db`; the first trial is the space's defaults
+    unless `req.start_from_defaults` is off.
     """
     import optuna
     from ray.tune.schedulers import ASHAScheduler
@@ -364,10 +373,11 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     elif req.sampler == "random":
         metric, mode, sampler = req.space.metric, req.space.mode, optuna.samplers.RandomSampler(seed=req.seed)
     else:
-        metric, mode, sampler = req.space.metric, req.space.mode, optuna.samplers.TPESampler(seed=req.seed)
+        metric, mode = req.space.metric, req.space.mode
+        sampler = optuna.samplers.TPESampler(n_startup_trials=tpe_startup_trials(req.num_samples), seed=req.seed)
     searcher = OptunaSearch(
         space=req.space.define_by_run, metric=metric, mode=mode,
-        points_to_evaluate=[req.space.default_point()], sampler=sampler,
+        points_to_evaluate=[req.space.default_point()] if req.start_from_defaults else None, sampler=sampler,
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"), study_name=name,
     )
     if req.objectives or not req.early_stopping:

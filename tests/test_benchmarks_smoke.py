@@ -60,4 +60,12 @@ def test_search_efficiency_quick_prints_an_epochs_ratio() -> None:
     match = re.fullmatch(r"epochs_ratio=(\S+)", last)
     assert match, last
     assert float(match.group(1)) > 0
-    assert "tpe_asha: " in out and "random_no_stopping: " in out
+    assert "tpe_asha: reached" in out and "random_no_stopping: reached" in out
+
+
+def test_data_pipeline_quick_prints_a_throughput_ratio() -> None:
+    out = run_quick("data_pipeline.py")
+    match = re.fullmatch(r"in_memory_vs_pil_ratio=(\S+)", out.strip().splitlines()[-1])
+    assert match, out
+    assert float(match.group(1)) > 0
+    assert re.search(r"^in_memory: [\d,]+ images/s$", out, re.M) and re.search(r"^pil_dataloader: ", out, re.M)

@@ -20,7 +20,8 @@ def test_a_saved_search_comes_back_with_every_setting(tmp_path: Path) -> None:
     req = SearchRequest(space=space, storage=str(tmp_path), tracking_uri="sqlite:///x.db", experiment="exp",
                         search_name="exp_1", num_samples=5, workers=2, cpus_per_worker=0.5, gpus_per_worker=0.25,
                         max_concurrent=3, seed=7, grace_period=1, sampler="random", early_stopping=False,
-                        objectives=[("val_acc", "max"), ("val_compute", "min")], extra_tags={"a": "b"})
+                        start_from_defaults=False, objectives=[("val_acc", "max"), ("val_compute", "min")],
+                        extra_tags={"a": "b"})
     (tmp_path / "exp_1").mkdir()
     write_state(tmp_path / "exp_1", "12", "run-abc", {f.name: getattr(req, f.name) for f in fields(req)}, space)
     back = saved_request(str(tmp_path), "exp_1")
