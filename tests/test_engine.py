@@ -306,8 +306,9 @@ def test_a_single_process_keeps_its_training_metrics() -> None:
 def test_compiled_training_matches_the_eager_loss_trajectory() -> None:
     """train.compile wraps the training forward in torch.compile (inductor compiles C++ on CPU).
 
-    Width 8: torch 2.14.1's inductor CPU kernels corrupt the heap in the backward pass of the
-    width-4 ResNet with one thread (a torch bug, reproducible without skd_ray).
+    Width 8: inductor picks channels_last for convolutions, and torch 2.14.1's CPU backward of
+    a 1x1 stride-2 convolution from 4 to 8 channels in channels_last with one thread (width 4's
+    first shortcut) corrupts the heap (a torch bug, reproducible with a bare nn.Conv2d).
     """
     eager, compiled = session(), session()
     cfg = {"method": "vanilla", "train.epochs": 1, "train.threads": 1, "model.width": 8}
