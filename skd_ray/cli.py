@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from skd_ray.errors import ConfigError, SkdError
+from skd_ray.errors import ConfigError, SkdError, ensure_writable_directory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_USER_ERROR = 2
@@ -244,16 +244,7 @@ def execute_search(req: Any) -> int:
 
 def check_writable(directory: str) -> None:
     """The results directory must be creatable and writable before Ray starts."""
-    import os
-
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SkdError(f"storage {directory} cannot be created ({err.strerror})",
-                       "pass --storage with a writable directory") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise SkdError(f"storage {directory} is not writable", "pass --storage with a writable directory")
+    ensure_writable_directory(directory, "storage", "--storage")
 
 
 def show_results(uri: str, experiment: str, parent_run_id: str | None = None) -> int:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import ensure_writable_directory
 from skd_ray.tracking import client
 
 if TYPE_CHECKING:
@@ -66,12 +66,7 @@ def write_report(uri: str, experiment: str, report_dir: str | Path, parent_run_i
     from skd_ray.plots import draw_search_plots
     from skd_ray.search_data import load_search_data
 
-    out = Path(report_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SkdError(f"report directory {out} cannot be created ({err.strerror})",
-                       "pass --report with a writable directory") from None
+    out = ensure_writable_directory(report_dir, "report directory", "--report")
     data = load_search_data(uri, experiment, parent_run_id)
     plots = draw_search_plots(data, out)
     path = out / REPORT_FILE
