@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import torch
 from interrupting_session import Interrupted, StopAfter
+from tiny_byot import tiny_byot_eval
 
 from skd_ray import engine
 from skd_ray.config import resolve_config
-from skd_ray.data.batches import InMemoryLoader, TensorSplit
 from skd_ray.engine import evaluate, fit, lr_factor
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import FINAL, build_method
-from skd_ray.methods.byot import Byot, ByotParams
+from skd_ray.methods.byot import Byot
 from skd_ray.models import StagedResNet
 from skd_ray.session import CHECKPOINT_FILE, LocalSession, load_state
 
@@ -232,11 +232,7 @@ def test_finished_run_resumes_to_nothing(straight: dict[str, Any], tmp_path: Pat
 # --- evaluate and the LR schedule -----------------------------------------------------------
 
 def test_evaluate_averages_over_uneven_batches() -> None:
-    torch.manual_seed(0)
-    method = build_method("byot", StagedResNet([1, 1, 1, 1], 2, 1, 3), ByotParams(exits=[1, 3])).eval()
-    g = torch.Generator().manual_seed(0)
-    split = TensorSplit(torch.rand(20, 1, 8, 8, generator=g), torch.randint(0, 3, (20,), generator=g))
-    loader = InMemoryLoader(split, 7, torch.zeros(1), torch.ones(1), train=False)
+    method, split, loader = tiny_byot_eval(samples=20, batch_size=7)
     cfg = resolve_config({"eval.thresholds": [0.5, 1.0]})
     metrics = evaluate(method, loader, cfg, torch.device("cpu"))
     with torch.no_grad():

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_byot import tiny_byot_eval
 
 from skd_ray.config import resolve_config
-from skd_ray.data.batches import InMemoryLoader, TensorSplit
 from skd_ray.early_exit import exit_compute, tradeoff_from_metrics
 from skd_ray.engine import evaluate
-from skd_ray.methods import FINAL, build_method
+from skd_ray.methods import FINAL
 from skd_ray.methods.base import ExitCost
-from skd_ray.methods.byot import ByotParams
-from skd_ray.models import StagedResNet
 
 COSTS = {"exit1": ExitCost(0.2, 0.25), "exit2": ExitCost(0.45, 0.5), FINAL: ExitCost(1.0, 1.25)}
 
@@ -44,11 +42,7 @@ def test_single_exit_metrics_have_no_tradeoff() -> None:
 
 
 def test_evaluate_logs_relative_compute_of_every_exit_and_the_ensemble() -> None:
-    torch.manual_seed(0)
-    method = build_method("byot", StagedResNet([1, 1, 1, 1], 2, 1, 3), ByotParams(exits=[1, 3])).eval()
-    g = torch.Generator().manual_seed(0)
-    split = TensorSplit(torch.rand(12, 1, 8, 8, generator=g), torch.randint(0, 3, (12,), generator=g))
-    loader = InMemoryLoader(split, 5, torch.zeros(1), torch.ones(1), train=False)
+    method, split, loader = tiny_byot_eval(samples=12, batch_size=5)
     metrics = evaluate(method, loader, resolve_config({"eval.thresholds": [0.5, 0.9]}), torch.device("cpu"))
     costs = method.exit_costs(split.images)
     for name in ("exit1", "exit3", FINAL):
