@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,23 @@ def publish(sink: MetricSink | None, metrics: dict[str, float], state: dict[str,
     if is_best:
         with tempfile.TemporaryDirectory() as tmp:
             sink.log_best_state({"model": state["model"], "epoch": state["epoch"]}, Path(tmp))
+
+
+def state_from_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
+    """The training state inside a Ray (Train or Tune) checkpoint, or None without one."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return load_state(Path(directory) / CHECKPOINT_FILE)
+
+
+def report_with_state(report: Callable[..., None], checkpoint_cls: Any, metrics: dict[str, float],
+                      state: dict[str, Any]) -> None:
+    """Report `metrics` with `state` as a checkpoint through Ray Train's or Tune's `report`
+    (they take the same arguments; Ray copies the directory before it is removed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(state, Path(tmp))
+        report(metrics, checkpoint=checkpoint_cls.from_directory(tmp))
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
@@ -159,11 +177,7 @@ class RaySession:
     def load_checkpoint(self) -> dict[str, Any] | None:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_state(Path(directory) / CHECKPOINT_FILE)
+        return state_from_checkpoint(ray.train.get_checkpoint())
 
     def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
         import ray.train
@@ -173,9 +187,7 @@ class RaySession:
             ray.train.report(metrics)
             return
         publish(self.sink, metrics, state, is_best)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_state(state, Path(tmp))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        report_with_state(ray.train.report, ray.train.Checkpoint, metrics, state)
 
 
 class TuneTrialSession:
@@ -211,17 +223,11 @@ class TuneTrialSession:
     def load_checkpoint(self) -> dict[str, Any] | None:
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_state(Path(directory) / CHECKPOINT_FILE)
+        return state_from_checkpoint(tune.get_checkpoint())
 
     def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
         from ray import tune
 
         publish(self.sink, metrics, state, is_best)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_state(state, Path(tmp))
-            tune.report({**metrics, "is_best": float(is_best)}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        report_with_state(tune.report, tune.Checkpoint, {**metrics, "is_best": float(is_best)}, state)
         self.reports += 1
