@@ -1,9 +1,10 @@
 """Trial start-up and search efficiency on a warm local Ray cluster, through the real search.
 
-Three searches run back to back on one local cluster, each with trials one at a time:
+Four searches run back to back on one local cluster, each with trials one at a time:
 one-worker trials trained in the Tune trial process (the default), the same trials through
-Ray Train (`--always-ray-train`, for the side-by-side ratio), and two-worker DDP trials
-through Ray Train. For every trial:
+Ray Train (`--always-ray-train`, for the side-by-side ratio), two-worker DDP trials in the
+search's persistent DDP pool (the default) and the same through a new Ray Train run per
+trial (`--train-run-per-trial`). For every trial:
 
 - start-up: Tune starting the trial (driver clock) to the end of its first optimiser step
   (the child run's start time plus its `time_startup_s` metric);
@@ -62,13 +63,13 @@ def write_space(path: Path, epochs: int) -> Path:
 
 
 def measure(name: str, space_path: Path, root: Path, trials: int, workers: int, always_ray_train: bool,
-            uri: str) -> dict[str, Any]:
+            uri: str, ddp_pool: bool = True) -> dict[str, Any]:
     """Run one search with trials one at a time; per-trial start-up, turnaround, training time."""
     clock = TrialClock()
     req = SearchRequest(space=load_space(space_path), storage=str(root / "results"), tracking_uri=uri,
                         experiment=name, search_name=name, num_samples=trials, workers=workers,
                         max_concurrent=1, grace_period=100, always_ray_train=always_ray_train,
-                        callbacks=[clock])
+                        ddp_pool=ddp_pool, callbacks=[clock])
     wall0 = time.time()
     outcome = run_search(req)
     wall = time.time() - wall0
@@ -114,13 +115,18 @@ def main() -> None:
         connect_ray(None, temp_dir=str(root / "ray"))
         in_place = measure("one_worker_in_trial", space, root, args.trials, 1, False, uri)
         via_train = measure("one_worker_ray_train", space, root, args.trials, 1, True, uri)
-        two = measure("two_workers_ray_train", space, root, args.trials, 2, False, uri)
+        two = measure("two_workers_ddp_pool", space, root, args.trials, 2, False, uri)
+        two_per_run = measure("two_workers_train_run_per_trial", space, root, args.trials, 2, False, uri,
+                              ddp_pool=False)
         import ray
 
         ray.shutdown()
     print(f"one-worker start-up, Ray Train / in the trial process: "
           f"{via_train['startup'] / in_place['startup']:.1f}x "
           f"({via_train['startup']:.2f}s vs {in_place['startup']:.2f}s)")
+    print(f"two-worker start-up, a Train run per trial / the DDP pool: "
+          f"{two_per_run['startup'] / two['startup']:.1f}x "
+          f"({two_per_run['startup']:.2f}s vs {two['startup']:.2f}s; first pool trial {two['first_startup']:.2f}s)")
     print(f"startup_1w_s={in_place['startup']:.2f} startup_2w_s={two['startup']:.2f} "
           f"search_efficiency={in_place['efficiency']:.3f}")
 

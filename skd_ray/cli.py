@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--always-ray-train", action="store_true",
                    help="run 1-worker trials through Ray Train too (default: in the Tune trial process, "
                         "which starts in under a second)")
+    p.add_argument("--train-run-per-trial", action="store_true",
+                   help="start a new Ray Train run for every multi-worker trial (default: persistent DDP "
+                        "worker pools, one per concurrent trial, reused by every trial)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions pack trials on one GPU")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits)")
@@ -199,7 +202,8 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                         max_concurrent=args.max_concurrent, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
-                        always_ray_train=args.always_ray_train, sampler=args.sampler,
+                        always_ray_train=args.always_ray_train, ddp_pool=not args.train_run_per_trial,
+                        sampler=args.sampler,
                         early_stopping=not args.no_early_stopping,
                         start_from_defaults=not args.no_default_trial, objectives=objectives)
     req.extra_tags = {**req.extra_tags, **objective_tags(objectives)}

@@ -56,6 +56,9 @@ class SearchRequest:
     reduction_factor: int = 3
     max_failures: int = 2
     always_ray_train: bool = False
+    # Multi-worker trials train in persistent DDP pools (one Ray Train run per concurrent
+    # trial for the whole search); off: a new Ray Train run per trial.
+    ddp_pool: bool = True
     sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
     early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
     start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)
@@ -277,31 +280,17 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         exp_dir.mkdir(parents=True, exist_ok=True)
         write_state(exp_dir, experiment_id, parent_run_id, {f.name: getattr(req, f.name) for f in fields(req)},
                     req.space)
-    settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
-                             req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
-                             req.always_ray_train)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
-    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), *req.callbacks]
-    if req.resume:
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
-    else:
-        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs)
-        in_place = settings.trains_in_trial_process
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=req.num_samples,
-                                        # The next trial starts in this trial's warm process (imports
-                                        # and the in-process dataset cache already loaded).
-                                        max_concurrent_trials=concurrency, reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
-                # Ray Train restarts its own workers; a trial training in place is restarted by Tune.
-                failure_config=tune.FailureConfig(max_failures=req.max_failures if in_place else 0),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=req.space.metric,
-                    checkpoint_score_order=req.space.mode)),
-        )
-    results = tuner.fit()
+    pools = None
+    if req.workers > 1 and req.ddp_pool:
+        from skd_ray.ddp_pool import DDPPools
+
+        # The pools' own Ray Train runs (no checkpoints: those go to Tune) sit inside the search's directory.
+        pools = DDPPools(concurrency, req.workers, req.cpus_per_worker, req.gpus_per_worker, str(exp_dir))
+    try:
+        results = run_tuner(req, exp_dir, name, experiment_id, parent_run_id, concurrency, max_epochs, pools)
+    finally:
+        if pools is not None:
+            pools.shutdown()
     interrupted = len(results) < num_samples or unfinished_trials(exp_dir) > 0
     if interrupted:
         for run_id in open_trial_runs(req.tracking_uri, experiment_id, parent_run_id):
@@ -313,6 +302,39 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         finish_trial_run(req.tracking_uri, parent_run_id, status)
     log_search_plots(req.tracking_uri, req.experiment, parent_run_id)  # never raises: prints a warning instead
     return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors, interrupted)
+
+
+def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, parent_run_id: str,
+              concurrency: int, max_epochs: int, pools: Any) -> Any:
+    """Build (or restore) the Tuner and run it to the end; returns Tune's ResultGrid."""
+    settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
+                             req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
+                             req.always_ray_train, pools.mailbox if pools is not None else None)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
+    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), *req.callbacks]
+    if pools is not None:
+        callbacks.append(pools.callback())
+    if req.resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+    else:
+        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs)
+        # Ray Train restarts its own workers in a per-trial Train run; a trial training in
+        # place or in a pool is restarted by Tune from its last checkpoint.
+        tune_restarts = settings.trains_in_trial_process or pools is not None
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=req.num_samples,
+                                        # The next trial starts in this trial's warm process (imports
+                                        # and the in-process dataset cache already loaded).
+                                        max_concurrent_trials=concurrency, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=req.max_failures if tune_restarts else 0),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=req.space.metric,
+                    checkpoint_score_order=req.space.mode)),
+        )
+    return tuner.fit()
 
 
 def unfinished_trials(exp_dir: Path) -> int:

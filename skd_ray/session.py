@@ -137,6 +137,8 @@ class RaySession:
     rank order), which shows where a multi-node trial really ran.
     """
 
+    executor = "ray_train"  # the `skd.executor` tag of the trial's MLflow run
+
     def __init__(self, device: str = "auto", sink: MetricSink | None = None,
                  started_at: float | None = None) -> None:
         import ray.train
@@ -152,7 +154,7 @@ class RaySession:
         self.node_ids = self._gather_node_ids()
         if self.sink is not None:
             self.sink.log_tags({"skd.worker_nodes": ",".join(self.node_ids),
-                                "skd.world_size": str(self.world_size), "skd.executor": "ray_train"})
+                                "skd.world_size": str(self.world_size), "skd.executor": self.executor})
 
     def _gather_node_ids(self) -> list[str]:
         """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""

@@ -47,6 +47,7 @@ class TrialSettings:
     gpus_per_worker: float = 0.0
     max_failures: int = 2
     always_ray_train: bool = False  # run one-worker trials through Ray Train too
+    pool: Any = None  # PoolMailbox handle: multi-worker trials train in persistent DDP pools
 
     @property
     def trains_in_trial_process(self) -> bool:
@@ -85,6 +86,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     try:
         if settings.trains_in_trial_process:
             train_in_trial_process(cfg, run_id, settings.tracking_uri, started_at)
+        elif settings.pool is not None:
+            train_in_pool(flat, run_id, settings, ctx.get_trial_id(), started_at)
         else:
             train_with_ray_train(flat, cfg.train.epochs, run_id, settings, ctx.get_trial_id(), started_at)
     except Exception as err:
@@ -115,6 +118,37 @@ def train_in_trial_process(cfg: Any, run_id: str, tracking_uri: str, started_at:
         # Restored from its final checkpoint (the search was interrupted after the last
         # epoch): hand Tune the stored final result once more.
         tune.report(metrics)
+
+
+def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, trial_id: str,
+                  started_at: float) -> None:
+    """Train a multi-worker trial in one of the search's DDP pools (`skd_ray.ddp_pool`): post
+    the job, hand every epoch's metrics and checkpoint to Tune, answer whether to go on."""
+    from ray import tune
+
+    from skd_ray.pool_link import PoolLink
+
+    earlier = client(settings.tracking_uri).get_run(run_id).data.tags.get(DETERMINISTIC_ERROR_TAG)
+    if earlier:
+        raise TrialFailed(earlier)
+    job = {"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri, "started_at": started_at}
+    with PoolLink(settings.pool, trial_id, job, tune.get_checkpoint()) as link:
+        for event in link.events():
+            if event["kind"] == "report":
+                link.report_to_tune(event)
+            elif event["kind"] == "done":
+                if not event["reported"] and event["metrics"]:
+                    tune.report(event["metrics"])  # resumed after its last epoch: the stored result
+                return
+            elif event["deterministic"]:
+                client(settings.tracking_uri).set_tag(run_id, DETERMINISTIC_ERROR_TAG, event["message"])
+                raise TrialFailed(event["message"])
+            else:
+                raise PoolJobFailed(event["message"])
+
+
+class PoolJobFailed(RuntimeError):
+    """The trial's DDP pool lost a worker (or the trial raised there): Tune retries the trial."""
 
 
 def train_with_ray_train(flat: dict[str, Any], epochs: int, run_id: str, settings: TrialSettings,

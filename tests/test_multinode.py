@@ -166,7 +166,9 @@ def test_two_worker_trial_spans_two_nodes(cli, two_node_cluster: LocalCluster, t
     (search_dir,) = storage.glob("multinode_*/")
     assert (search_dir / "optuna.db").is_file() and (search_dir / "tuner.pkl").is_file()
     assert list(search_dir.glob("experiment_state-*.json")) and list(search_dir.glob(f"run_trial_{trial_id}_*"))
-    checkpoints = sorted((storage / f"train_{trial_id}").glob("checkpoint_*/state.pt"))
+    # The trial trained in the search's DDP pool and handed its checkpoints to Tune.
+    assert tags["skd.executor"] == "ddp_pool" and (search_dir / "ddp_pool0").is_dir()
+    checkpoints = sorted(search_dir.glob(f"run_trial_{trial_id}_*/checkpoint_*/state.pt"))
     assert checkpoints, sorted(p.name for p in storage.iterdir())
     from skd_ray.session import load_state
 

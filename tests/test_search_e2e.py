@@ -68,6 +68,12 @@ def test_two_trials_with_two_workers_each_are_tracked(cli, tmp_path: Path) -> No
         assert config["method"] == "byot" and config["train.seed"] == 3
     # One MLflow run per trial even with 2 workers: rank 0 logs, the other rank does not.
     assert len({r.data.tags["skd.ray_trial_id"] for r in children}) == 2
+    # Both trials ran in the search's one DDP pool (2 CPUs fit one 2-worker trial at a time):
+    # the same two worker processes trained both, and they were Ray Train workers (DDP).
+    assert {r.data.tags["skd.executor"] for r in children} == {"ddp_pool"}
+    assert {r.data.tags["skd.world_size"] for r in children} == {"2"}
+    pids = {r.data.tags["skd.worker_pids"] for r in children}
+    assert len(pids) == 1 and len(set(pids.pop().split(","))) == 2, pids
     # The Optuna study persists beside the results and is readable with Optuna's own API.
     import optuna
 
@@ -78,10 +84,16 @@ def test_two_trials_with_two_workers_each_are_tracked(cli, tmp_path: Path) -> No
     assert study.trials[0].params["method.alpha"] == pytest.approx(0.3)  # defaults go first
 
 
-def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path) -> None:
+# One worker: trials train in the Tune trial process; two: in the search's DDP pool.
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
+
+
+@WORKERS
+def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path, workers: str) -> None:
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": 4})
     res = cli("--config", str(space), "--num-samples", "5", "--max-concurrent", "1", "--grace-period", "1",
-              "--storage", str(tmp_path / "results"), "--experiment", "asha", "--seed", "0", timeout=540)
+              "--workers-per-trial", workers, "--storage", str(tmp_path / "results"), "--experiment", "asha",
+              "--seed", "0", timeout=540)
     assert res.returncode == 0, res.stdout[-5000:]
     _, children = child_runs(cli.mlflow_uri, "asha")
     statuses = [r.data.tags["skd.status"] for r in children]
@@ -89,17 +101,20 @@ def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path) -> None
     assert "early_stopped" in statuses, statuses
     assert "running" not in statuses
     stopped = [r for r in children if r.data.tags["skd.status"] == "early_stopped"]
-    assert all(r.data.metrics["epoch"] < 4 for r in stopped)
+    # ASHA (grace 1, reduction 3, 4 epochs) decides at epochs 1 and 3; a stopped trial has
+    # trained no epoch past the report it was stopped on (a pool waits for the decision).
+    assert all(r.data.metrics["epoch"] in (1, 3) for r in stopped), [r.data.metrics["epoch"] for r in stopped]
     assert all(r.info.status == "FINISHED" for r in children)
 
 
-def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path) -> None:
+@WORKERS
+def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path, workers: str) -> None:
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": 2})
     text = yaml.safe_load(space.read_text())
     # The first trial (the defaults) diverges at once; later ones may or may not.
     text["params"]["optim.lr"] = {"type": "categorical", "choices": [1.0e12, 0.05], "default": 1.0e12}
     space.write_text(yaml.safe_dump(text))
-    res = cli("--config", str(space), "--num-samples", "3", "--max-concurrent", "1",
+    res = cli("--config", str(space), "--num-samples", "3", "--max-concurrent", "1", "--workers-per-trial", workers,
               "--storage", str(tmp_path / "results"), "--experiment", "nan", "--seed", "1", timeout=400)
     _, children = child_runs(cli.mlflow_uri, "nan")
     assert len(children) == 3, res.stdout[-4000:]
@@ -110,7 +125,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(cli, tmp_p
         assert "loss became nan" in run.data.tags["skd.failure_reason"] or \
             "loss became inf" in run.data.tags["skd.failure_reason"]
     assert "running" not in [r.data.tags["skd.status"] for r in children]
-    assert res.returncode == (1 if len(failed) == 3 else 0)
+    assert res.returncode == (1 if len(failed) == 3 else 0), res.stdout[-6000:]
 
 
 def write_image_folder(root: Path, corrupt: bool) -> Path:
@@ -130,7 +145,8 @@ def write_image_folder(root: Path, corrupt: bool) -> Path:
     return root
 
 
-def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path) -> None:
+@WORKERS
+def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path, workers: str) -> None:
     broken = write_image_folder(tmp_path / "broken", corrupt=True)
     good = write_image_folder(tmp_path / "good", corrupt=False)
     space = tmp_path / "space.yaml"
@@ -141,7 +157,7 @@ def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp
         # The first trial (the defaults) reads a file that is not an image: PIL raises, not skd_ray.
         "params": {"data.dir": {"type": "categorical", "choices": [str(broken), str(good)], "default": str(broken)}},
     }))
-    res = cli("--config", str(space), "--num-samples", "2", "--max-concurrent", "1",
+    res = cli("--config", str(space), "--num-samples", "2", "--max-concurrent", "1", "--workers-per-trial", workers,
               "--storage", str(tmp_path / "results"), "--experiment", "raises", "--seed", "0", timeout=400)
     _, children = child_runs(cli.mlflow_uri, "raises")
     assert len(children) == 2, res.stdout[-4000:]
@@ -154,3 +170,20 @@ def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp
     if str(good) in by_dir:
         assert by_dir[str(good)].data.tags["skd.status"] == "completed"
     assert res.returncode == (1 if len(by_dir) == 1 else 0)
+
+
+def test_a_ray_train_run_per_trial_is_still_available(cli, tmp_path: Path) -> None:
+    """`--train-run-per-trial`: the DDP trial starts its own Ray Train run (no pool), whose
+    checkpoints live in that run's directory."""
+    space = write_space(tmp_path / "space.yaml", **{"train.epochs": 2})
+    storage = tmp_path / "results"
+    res = cli("--config", str(space), "--num-samples", "1", "--workers-per-trial", "2", "--train-run-per-trial",
+              "--storage", str(storage), "--experiment", "perrun", "--seed", "0", timeout=300)
+    assert res.returncode == 0, res.stdout[-5000:]
+    _, children = child_runs(cli.mlflow_uri, "perrun")
+    (run,) = children
+    tags = run.data.tags
+    assert tags["skd.executor"] == "ray_train" and tags["skd.world_size"] == "2"
+    assert tags["skd.status"] == "completed" and run.data.metrics["epoch"] == 2
+    assert list((storage / f"train_{tags['skd.ray_trial_id']}").glob("checkpoint_*/state.pt"))
+    assert not list(storage.glob("*/ddp_pool*"))

@@ -1,0 +1,249 @@
+"""Persistent DDP worker pools: multi-worker trials without a new Ray Train run each.
+
+A Ray Train run costs seconds before its first step (controller and worker processes start,
+import torch and Ray Train, form the process group): 9 s on 2 CPU cores even for an empty
+training function. A search pays that once per pool instead of once per trial: each pool is
+one long Ray Train `TorchTrainer` run whose workers loop over jobs taken from the
+`PoolMailbox`, train each with DDP exactly like a per-trial run (same engine, same
+`prepare_model`, every rank's datasets cached in its process) and report every epoch back to
+the Tune trial that posted the job. The trial then hands metrics and checkpoint to Tune, so
+ASHA, checkpoints and `--resume` work as for any trial.
+
+Failures: a worker that dies takes its pool down; Ray Train restarts the pool's workers
+(`FailureConfig`), the running trial fails as retryable and Tune restarts it from its last
+checkpoint (the trial's own `max_failures`). An error of the trial itself (NaN loss, bad
+data: `SkdError`) fails just that trial and the pool takes the next job.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+from typing import Any
+
+import torch
+
+from skd_ray.pool_mailbox import MAILBOX_OPTIONS, SHUTDOWN, PoolMailbox
+from skd_ray.session import RaySession, publish
+
+# How long rank 0 waits on the mailbox before the ranks check in with each other again.
+POLL_S = 1.0
+# Seconds the driver waits for the pools to stop at the end of a search before killing them.
+SHUTDOWN_GRACE_S = 60.0
+
+
+class TrialStopped(Exception):
+    """Tune stopped the trial (ASHA) or its process is gone: the pool moves on."""
+
+
+def broadcast_from_rank0(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def state_to_ref(state: dict[str, Any]) -> Any:
+    """A checkpoint state as bytes in Ray's object store (travels to the trial process)."""
+    import ray
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return ray.put(buffer.getvalue())
+
+
+def state_from_ref(ref: Any) -> dict[str, Any]:
+    import ray
+
+    return torch.load(io.BytesIO(ray.get(ref)), map_location="cpu", weights_only=True)
+
+
+class PoolSession(RaySession):
+    """A Ray Train worker of a pool, training one trial's job.
+
+    Like `RaySession` (DDP, rank 0 logs to MLflow) but checkpoints go to the trial process
+    through the mailbox, and after each epoch every rank learns whether the trial goes on.
+    """
+
+    executor = "ddp_pool"
+
+    def __init__(self, device: str, sink: Any, job: dict[str, Any], mailbox: Any, key: str) -> None:
+        super().__init__(device, sink, job.get("started_at"))
+        self.job = job
+        self.mailbox = mailbox
+        self.key = key
+        self.reports = 0
+        pids = self._gather_pids()
+        if self.sink is not None:
+            # The same pids across trials show the pool's processes being reused.
+            self.sink.log_tags({"skd.worker_pids": ",".join(pids)})
+
+    def _gather_pids(self) -> list[str]:
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not dist.is_initialized():
+            return [str(os.getpid())]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, str(os.getpid()))
+        return [str(p) for p in gathered]
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        refs = self.job.get("state")
+        return state_from_ref(refs[0]) if refs else None
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
+        import ray
+
+        metrics = {**metrics, "is_best": float(is_best)}
+        self.reports += 1
+        decision = "proceed"
+        if self.rank == 0:
+            publish(self.sink, metrics, state, is_best)
+            event = {"kind": "report", "metrics": metrics, "state": [state_to_ref(state)]}
+            ray.get(self.mailbox.post.remote(self.key, event))
+            decision = None
+            while decision is None:
+                decision = ray.get(self.mailbox.await_decision.remote(self.key, POLL_S))
+        if broadcast_from_rank0(decision) != "proceed":
+            raise TrialStopped(self.key)
+
+
+def pool_worker_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train loop of every pool worker: take a job, train it, repeat until shutdown."""
+    import ray
+    import ray.train
+
+    mailbox, pool_id = loop_config["mailbox"], loop_config["pool_id"]
+    rank = ray.train.get_context().get_world_rank()
+    if rank == 0:
+        ray.get(mailbox.pool_started.remote(pool_id))
+    while True:
+        taken = ray.get(mailbox.take.remote(pool_id, POLL_S)) if rank == 0 else None
+        # Only the key goes over the process group; the job (it may hold an object ref to a
+        # checkpoint) reaches the other ranks through Ray, which tracks the ref's borrowers.
+        key = broadcast_from_rank0(taken if taken in (None, SHUTDOWN) else taken[0])
+        if key == SHUTDOWN:
+            return
+        if key is not None:
+            job = taken[1] if rank == 0 else ray.get(mailbox.job.remote(key))
+            try:
+                run_job(key, job, mailbox, rank)
+            finally:
+                if rank == 0:
+                    mailbox.done_with.remote(key)
+
+
+def run_job(key: str, job: dict[str, Any], mailbox: Any, rank: int) -> None:
+    """Train one trial's job on this rank and tell the trial how it ended."""
+    import ray
+
+    from skd_ray.config import resolve_config
+    from skd_ray.engine import fit
+    from skd_ray.errors import SkdError
+    from skd_ray.tracking import TrialTracker
+
+    cfg = resolve_config(job["flat"])
+    sink = TrialTracker(job["tracking_uri"], job["run_id"]) if rank == 0 else None
+    event: dict[str, Any] | None = None
+    session = None
+    try:
+        session = PoolSession(cfg.train.device, sink, job, mailbox, key)
+        metrics = fit(cfg, session)
+        # No report at all: the job resumed from its final checkpoint; the trial hands
+        # Tune these stored final metrics once more.
+        event = {"kind": "done", "metrics": metrics, "reported": session.reports}
+    except TrialStopped:
+        event = None
+    except SkdError as err:
+        # Deterministic (NaN loss, bad data), and every rank sees it: the pool carries on.
+        event = {"kind": "error", "message": f"{type(err).__name__}: {err}", "deterministic": True}
+    except Exception as err:
+        # Anything else may have left the other ranks inside a collective: tell the trial
+        # (so it fails with the real reason) and let Ray Train restart the pool's workers.
+        ray.get(mailbox.post.remote(key, {"kind": "error", "message": f"{type(err).__name__}: {err}",
+                                          "deterministic": False}))
+        raise
+    finally:
+        del session
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if rank == 0 and event is not None:
+        ray.get(mailbox.post.remote(key, event))
+
+
+class DDPPools:
+    """Driver side: the mailbox and `count` pool runs, each `workers` Ray Train workers."""
+
+    def __init__(self, count: int, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                 storage_path: str, max_restarts: int = -1) -> None:
+        import ray
+
+        self.mailbox = ray.remote(PoolMailbox).options(**MAILBOX_OPTIONS).remote()
+        ray.get(self.mailbox.expect_pools.remote(count))
+        run_pool = ray.remote(num_cpus=0)(run_pool_trainer)
+        self.runs = [run_pool.remote(i, self.mailbox, workers, cpus_per_worker, gpus_per_worker, storage_path,
+                                     f"ddp_pool{i}", max_restarts) for i in range(count)]
+
+    def callback(self) -> Any:
+        """A Tune callback ending a trial's job the moment Tune ends the trial."""
+        return release_callback(self.mailbox)
+
+    def shutdown(self) -> None:
+        """Stop every pool; pools that do not stop in SHUTDOWN_GRACE_S are killed."""
+        import ray
+
+        stuck = self.runs
+        try:
+            ray.get(self.mailbox.shutdown.remote(), timeout=10)
+            _, stuck = ray.wait(self.runs, num_returns=len(self.runs), timeout=SHUTDOWN_GRACE_S)
+        finally:
+            # Only runs still going: cancelling a task that has just finished trips a fatal
+            # check in Ray's core worker (the driver would die).
+            for run in stuck:
+                ray.cancel(run, force=True)
+            ray.kill(self.mailbox)
+
+
+def run_pool_trainer(pool_id: int, mailbox: Any, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                     storage_path: str, name: str, max_restarts: int) -> None:
+    """One pool: a Ray Train run of `pool_worker_loop` (runs as a zero-CPU Ray task)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cpus_per_worker}
+    if gpus_per_worker > 0:
+        resources["GPU"] = gpus_per_worker
+    trainer = TorchTrainer(
+        pool_worker_loop,
+        train_loop_config={"mailbox": mailbox, "pool_id": pool_id},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(name=name, storage_path=storage_path,
+                                       failure_config=ray.train.FailureConfig(max_failures=max_restarts)),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:
+        ray.get(mailbox.pool_failed.remote(pool_id, str(err).strip().splitlines()[-1][:500]))
+        raise
+
+
+def release_callback(mailbox: Any) -> Any:
+    from ray import tune
+
+    class ReleaseEndedTrials(tune.Callback):
+        """Tune ended a trial (ASHA stop, error, completion): its pool job ends too."""
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            mailbox.release_trial.remote(trial.trial_id)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            mailbox.release_trial.remote(trial.trial_id)
+
+    return ReleaseEndedTrials()
