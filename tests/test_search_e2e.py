@@ -187,3 +187,20 @@ def test_a_ray_train_run_per_trial_is_still_available(cli, tmp_path: Path) -> No
     assert tags["skd.status"] == "completed" and run.data.metrics["epoch"] == 2
     assert list((storage / f"train_{tags['skd.ray_trial_id']}").glob("checkpoint_*/state.pt"))
     assert not list(storage.glob("*/ddp_pool*"))
+
+
+def test_two_pools_train_trials_side_by_side(cli, tmp_path: Path) -> None:
+    """Half a CPU per worker: two 2-worker trials fit the 2-CPU machine at once, so the search
+    starts two DDP pools and both take trials (each trial outlasts the pools' start-up skew)."""
+    space = write_space(tmp_path / "space.yaml", **{"train.epochs": 3, "train.batch_size": 16})
+    res = cli("--config", str(space), "--num-samples", "4", "--workers-per-trial", "2", "--cpus-per-worker", "0.5",
+              "--no-early-stopping", "--storage", str(tmp_path / "results"), "--experiment", "pools", "--seed", "0",
+              timeout=480)
+    assert res.returncode == 0, res.stdout[-5000:]
+    parent, children = child_runs(cli.mlflow_uri, "pools")
+    assert parent.data.params["search.concurrency"] == "2"
+    assert len(children) == 4 and {r.data.tags["skd.status"] for r in children} == {"completed"}
+    pools = {r.data.tags["skd.worker_pids"] for r in children}
+    assert len(pools) == 2, pools  # two pools, each with its own two worker processes
+    first, second = (set(p.split(",")) for p in pools)
+    assert len(first) == len(second) == 2 and not first & second
