@@ -78,6 +78,9 @@ def run(name: str, space: Path, root: Path, uri: str, trials: int, sampler: str,
     start = time.time()
     outcome = run_search(req)
     points, waits = epoch_log(uri, outcome.experiment_id, outcome.parent_run_id)
+    if not points:
+        raise SystemExit(f"{name}: no trial trained an epoch ({outcome.num_errors} failed; the reason is above). "
+                         "Is Fashion-MNIST installed (`apt-get install dataset-fashion-mnist`)?")
     summary = {"points": points, "wall": time.time() - start, "best": max(a for _, a in points),
                "trials": outcome.num_trials, "errors": outcome.num_errors}
     print(f"{name}: trials={outcome.num_trials} errors={outcome.num_errors} epochs={len(points)} "

@@ -177,14 +177,22 @@ def run_job(key: str, job: dict[str, Any], mailbox: Any, rank: int) -> None:
         ray.get(mailbox.post.remote(key, event))
 
 
+def mailbox_name(search_name: str) -> str:
+    """The mailbox is a named actor: trials and Tune callbacks find it by name, so nothing
+    Tune pickles into its saved state (callbacks, trainable) holds an actor handle that a
+    resumed search could not restore."""
+    return f"skd_pool_mailbox:{search_name}"
+
+
 class DDPPools:
     """Driver side: the mailbox and `count` pool runs, each `workers` Ray Train workers."""
 
-    def __init__(self, count: int, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+    def __init__(self, search_name: str, count: int, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                  storage_path: str, max_restarts: int = -1) -> None:
         import ray
 
-        self.mailbox = ray.remote(PoolMailbox).options(**MAILBOX_OPTIONS).remote()
+        self.name = mailbox_name(search_name)
+        self.mailbox = ray.remote(PoolMailbox).options(name=self.name, **MAILBOX_OPTIONS).remote()
         ray.get(self.mailbox.expect_pools.remote(count))
         run_pool = ray.remote(num_cpus=0)(run_pool_trainer)
         self.runs = [run_pool.remote(i, self.mailbox, workers, cpus_per_worker, gpus_per_worker, storage_path,
@@ -192,7 +200,7 @@ class DDPPools:
 
     def callback(self) -> Any:
         """A Tune callback ending a trial's job the moment Tune ends the trial."""
-        return release_callback(self.mailbox)
+        return release_callback(self.name)
 
     def shutdown(self) -> None:
         """Stop every pool; pools that do not stop in SHUTDOWN_GRACE_S are killed."""
@@ -234,16 +242,27 @@ def run_pool_trainer(pool_id: int, mailbox: Any, workers: int, cpus_per_worker: 
         raise
 
 
-def release_callback(mailbox: Any) -> Any:
+def release_callback(name: str) -> Any:
     from ray import tune
 
     class ReleaseEndedTrials(tune.Callback):
         """Tune ended a trial (ASHA stop, error, completion): its pool job ends too."""
 
+        def __init__(self) -> None:
+            self.name = name
+
+        def _release(self, trial_id: str) -> None:
+            import ray
+
+            try:
+                ray.get_actor(self.name).release_trial.remote(trial_id)
+            except ValueError:  # no pools running (the search is ending)
+                pass
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            mailbox.release_trial.remote(trial.trial_id)
+            self._release(trial.trial_id)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            mailbox.release_trial.remote(trial.trial_id)
+            self._release(trial.trial_id)
 
     return ReleaseEndedTrials()

@@ -54,11 +54,14 @@ class PoolMailbox:
         self._pools = count
 
     async def shutdown(self) -> None:
-        """Every pool's next `take` answers SHUTDOWN; pending trials get an error."""
+        """Every pool's next `take` answers SHUTDOWN; pending trials get an error, and a job
+        still training (its trial stopped by Ctrl-C) stops at its next report."""
         self._shutdown = True
         for key in list(self._pending):
             self._fail(key, "the search is shutting down", retryable=False)
         self._pending.clear()
+        for key in list(self._pool_of):
+            self._release(key)
         await self._notify()
 
     async def release_trial(self, trial_id: str) -> None:

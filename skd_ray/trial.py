@@ -47,7 +47,7 @@ class TrialSettings:
     gpus_per_worker: float = 0.0
     max_failures: int = 2
     always_ray_train: bool = False  # run one-worker trials through Ray Train too
-    pool: Any = None  # PoolMailbox handle: multi-worker trials train in persistent DDP pools
+    pool: str | None = None  # PoolMailbox actor name: multi-worker trials train in persistent DDP pools
 
     @property
     def trains_in_trial_process(self) -> bool:
@@ -124,6 +124,7 @@ def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, tr
                   started_at: float) -> None:
     """Train a multi-worker trial in one of the search's DDP pools (`skd_ray.ddp_pool`): post
     the job, hand every epoch's metrics and checkpoint to Tune, answer whether to go on."""
+    import ray
     from ray import tune
 
     from skd_ray.pool_link import PoolLink
@@ -132,7 +133,7 @@ def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, tr
     if earlier:
         raise TrialFailed(earlier)
     job = {"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri, "started_at": started_at}
-    with PoolLink(settings.pool, trial_id, job, tune.get_checkpoint()) as link:
+    with PoolLink(ray.get_actor(settings.pool), trial_id, job, tune.get_checkpoint()) as link:
         for event in link.events():
             if event["kind"] == "report":
                 link.report_to_tune(event)

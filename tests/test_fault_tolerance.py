@@ -320,15 +320,17 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
 
 
-def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(cli, tmp_path: Path, workers: str) -> None:
     """Ctrl-C (SIGINT to the terminal's process group): Ray Tune saves its state and returns;
-    the search must not be recorded as completed, and --resume finishes the same runs."""
+    the search must not be recorded as completed, and --resume finishes the same runs (with
+    2 workers: the DDP pool stops with the search, and the resumed search starts a new one)."""
     from mlflow import MlflowClient
 
     epochs = 3
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": epochs, "train.batch_size": 16})
-    args = ("--config", str(space), "--num-samples", "1", "--storage", str(tmp_path / "results"),
-            "--experiment", "ctrlc", "--seed", "0")
+    args = ("--config", str(space), "--num-samples", "1", "--workers-per-trial", workers,
+            "--storage", str(tmp_path / "results"), "--experiment", "ctrlc", "--seed", "0")
     log = tmp_path / "search.log"
     proc = cli.start(*args, log=log)
     uri = cli.mlflow_uri

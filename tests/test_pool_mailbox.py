@@ -157,10 +157,13 @@ def test_when_every_pool_failed_waiting_and_new_trials_fail_with_the_reason() ->
 def test_shutdown_reaches_every_pool_and_fails_what_still_waits() -> None:
     async def scenario() -> None:
         box = PoolMailbox()
+        running = await box.submit("t0", {})
+        await box.take(0, timeout=0.1)
         key = await box.submit("t1", {})
         await box.shutdown()
         assert await box.take(0, timeout=0.1) == SHUTDOWN
         assert await box.take(1, timeout=0.1) == SHUTDOWN
         assert (await box.next_event(key, timeout=0.1))["kind"] == "error"
+        assert await box.await_decision(running, timeout=0.1) == "stop"
 
     run(scenario())
