@@ -71,10 +71,11 @@ def epochs_to_reach(points: list[tuple[int, float]], target: float) -> tuple[int
 
 
 def run(name: str, space: Path, root: Path, uri: str, trials: int, sampler: str, early_stopping: bool,
-        seed: int, grace_period: int) -> dict[str, Any]:
+        seed: int, grace_period: int, reduction_factor: int) -> dict[str, Any]:
     req = SearchRequest(space=load_space(space), storage=str(root / "results"), tracking_uri=uri,
                         experiment=name, search_name=name, num_samples=trials, seed=seed, grace_period=grace_period,
-                        sampler=sampler, early_stopping=early_stopping, start_from_defaults=False)
+                        reduction_factor=reduction_factor, sampler=sampler, early_stopping=early_stopping,
+                        start_from_defaults=False)
     start = time.time()
     outcome = run_search(req)
     points, waits = epoch_log(uri, outcome.experiment_id, outcome.parent_run_id)
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs of searches, one seed each")
     parser.add_argument("--grace-period", type=int, default=SearchRequest.grace_period,
                         help="epochs before ASHA may stop a trial (default: run_search.py's)")
+    parser.add_argument("--reduction-factor", type=int, default=SearchRequest.reduction_factor,
+                        help="ASHA keeps 1 in this many trials at each rung (default: run_search.py's)")
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, one pair of 3 trials of 2 epochs")
     args = parser.parse_args()
     dataset = "fashion-mnist"
@@ -128,9 +131,10 @@ def main() -> None:
         space = write_space(root / "space.yaml", dataset, args.epochs, args.subset)
         connect_ray(None, temp_dir=str(root / "ray"))
         for seed in range(args.seed, args.seed + args.repeats):
-            tpe = run(f"tpe_asha_s{seed}", space, root, uri, args.trials, "tpe", True, seed, args.grace_period)
+            tpe = run(f"tpe_asha_s{seed}", space, root, uri, args.trials, "tpe", True, seed, args.grace_period,
+                      args.reduction_factor)
             rnd = run(f"random_no_stopping_s{seed}", space, root, uri, args.trials, "random", False, seed,
-                      args.grace_period)
+                      args.grace_period, args.reduction_factor)
             tpe_reach, tpe_miss, rnd_reach, rnd_miss = compare(tpe, rnd, args.trials * args.epochs)
             for name, reach, result, miss in (("tpe_asha", tpe_reach, tpe, tpe_miss),
                                               ("random_no_stopping", rnd_reach, rnd, rnd_miss)):
@@ -142,7 +146,7 @@ def main() -> None:
         ray.shutdown()
     (tpe_reach, tpe_all, tpe_miss), (rnd_reach, rnd_all, rnd_miss) = totals["tpe_asha"], totals["random_no_stopping"]
     print(f"dataset={dataset} trials={args.trials} max_epochs={args.epochs} repeats={args.repeats} "
-          f"grace_period={args.grace_period}: "
+          f"grace_period={args.grace_period} reduction_factor={args.reduction_factor}: "
           f"epochs to reach, summed: tpe_asha={tpe_reach} random_no_stopping={rnd_reach}; "
           f"in all: tpe_asha={tpe_all} random_no_stopping={rnd_all}; "
           f"never reached: tpe_asha={tpe_miss}/{args.repeats} random_no_stopping={rnd_miss}/{args.repeats}")
