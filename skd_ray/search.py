@@ -236,8 +236,8 @@ class ChildRunStatus(tune.Callback):
 
 def trial_resources(settings: TrialSettings) -> dict[str, float]:
     """What Tune reserves for a trial's own process. Training in place, that is the worker's
-    CPU/GPU; otherwise only memory: the process just waits on its TorchTrainer and must not
-    hold a CPU its workers need (a 2-worker trial on a 2-CPU node would deadlock)."""
+    CPU/GPU; otherwise only memory: the process just waits on its DDP pool or TorchTrainer
+    and must not hold a CPU their workers need (a 2-worker trial on a 2-CPU node would deadlock)."""
     if not settings.trains_in_trial_process:
         return {"memory": TRIAL_DRIVER_MEMORY}
     resources = {"cpu": settings.cpus_per_worker, "memory": TRIAL_DRIVER_MEMORY}

@@ -2,10 +2,12 @@
 
 A one-worker trial trains inside the Tune trial process itself (`TuneTrialSession`): Tune
 reuses that process for the next trial, so a trial starts in well under a second instead
-of paying for a Train controller and worker actors. A multi-worker (DDP) trial launches a
-Ray Train run: Ray 2.60 runs Train V2, where a trainer cannot be handed to `Tuner` directly,
-so the trial function builds a `TorchTrainer` with the trial's resolved config, runs it, and
-lets `TuneReportCallback` forward rank 0's per-epoch reports to Tune (so ASHA sees them).
+of paying for a Train controller and worker actors. A multi-worker (DDP) trial trains in one
+of the search's DDP pools (`skd_ray.ddp_pool`: long-lived Ray Train runs) and hands rank 0's
+per-epoch reports to Tune itself. With `--train-run-per-trial` it launches its own Ray Train
+run instead: Ray 2.60 runs Train V2, where a trainer cannot be handed to `Tuner` directly, so
+the trial function builds a `TorchTrainer` with the trial's resolved config, runs it, and lets
+`TuneReportCallback` forward rank 0's per-epoch reports to Tune (so ASHA sees them).
 Either way the trial function owns the trial's MLflow child run; rank 0 logs into it.
 """
 
