@@ -1,11 +1,13 @@
 """Every registered method trains one epoch with 2 DDP workers through Ray Train.
 
-The trainer runs the real `skd_ray.trial.train_worker`; a thin wrapper only observes it on
-each rank (the model `RaySession.prepare_model` returned, the rank's last report) and
-writes what it saw to a file, so the test can check that the two ranks really formed a
-process group, wrapped the method in DistributedDataParallel, trained on different shards
-(different per-rank losses before they are averaged for logging, identical ones after) and
-still ended with identical weights (gradients all-reduced).
+One Ray Train run trains every method in turn (a Train run costs ~15 s to start here; the
+methods share it, as trials share a DDP pool). It runs the real `skd_ray.trial.train_worker`
+for each; a thin wrapper only observes it on each rank (the model `RaySession.prepare_model`
+returned, the rank's last report) and writes what it saw to a file per method, so each
+method's test can check that the two ranks really formed a process group, wrapped the method
+in DistributedDataParallel, trained on different shards (different per-rank losses before
+they are averaged for logging, identical ones after) and still ended with identical weights
+(gradients all-reduced).
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return uri, get_or_create_experiment(uri, "ddp")
 
 
-def observed_train_worker(loop_config: dict[str, Any]) -> Any:
-    """`train_worker`, plus a record of what this rank did (written to `observe_dir`)."""
+def observed_train_worker(loop_config: dict[str, Any]) -> None:
+    """`train_worker` for every method of `loop_config["jobs"]`, plus a record of what this
+    rank did for each (written to `observe_dir/<method>/rank<r>.json`)."""
     import ray.train
     import torch
 
@@ -65,6 +68,7 @@ def observed_train_worker(loop_config: dict[str, Any]) -> Any:
     seen: dict[str, Any] = {}
     cls = session_module.RaySession
     original_prepare, original_report = cls.prepare_model, cls.report
+    original_mean = engine_module.mean_over_ranks
 
     def prepare_model(self: Any, model: Any) -> Any:
         wrapped = original_prepare(self, model)
@@ -72,86 +76,94 @@ def observed_train_worker(loop_config: dict[str, Any]) -> Any:
         return wrapped
 
     def report(self: Any, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
-        seen["metrics"] = dict(metrics)
+        seen["metrics"], seen["checkpoint_epoch"] = dict(metrics), state["epoch"]
         original_report(self, metrics, state, is_best)
-
-    original_mean = engine_module.mean_over_ranks
 
     def mean_over_ranks(metrics: dict[str, float], device: Any) -> dict[str, float]:
         seen["own_train_loss"] = metrics["train_loss"]
         return original_mean(metrics, device)
 
     # Each Ray Train worker is a process of its own that ends with the run: patching here
-    # observes this rank only.
+    # observes this rank only. Every method starts from scratch: in a shared run, Train's
+    # `get_checkpoint` would hand a method the checkpoint the previous method reported.
     cls.prepare_model, cls.report = prepare_model, report
+    original_load = cls.load_checkpoint
+    cls.load_checkpoint = lambda self: None
     engine_module.mean_over_ranks = mean_over_ranks
-    try:
-        returned = train_worker(loop_config)
-    finally:
-        cls.prepare_model, cls.report = original_prepare, original_report
-        engine_module.mean_over_ranks = original_mean
     ctx = ray.train.get_context()
     dist = torch.distributed
-    trainable = [p.detach().cpu().contiguous() for p in seen["model"].parameters() if p.requires_grad]
-    digest = hashlib.sha256(b"".join(p.numpy().tobytes() for p in trainable)).hexdigest()
-    record = {
-        "rank": ctx.get_world_rank(),
-        "world_size": ctx.get_world_size(),
-        "process_group_size": dist.get_world_size() if dist.is_initialized() else 1,
-        "wrapper": seen["wrapper"],
-        "param_digest": digest,
-        "own_train_loss": seen["own_train_loss"],
-        "train_loss": seen["metrics"]["train_loss"],
-        "epoch": seen["metrics"]["epoch"],
-    }
-    out = Path(loop_config["observe_dir"]) / f"rank{record['rank']}.json"
-    out.write_text(json.dumps(record))
-    return returned
+    try:
+        for method, job in loop_config["jobs"].items():
+            seen.clear()
+            returned = train_worker(job)
+            trainable = [p.detach().cpu().contiguous() for p in seen["model"].parameters() if p.requires_grad]
+            record = {
+                "rank": ctx.get_world_rank(),
+                "world_size": ctx.get_world_size(),
+                "process_group_size": dist.get_world_size() if dist.is_initialized() else 1,
+                "wrapper": seen["wrapper"],
+                "param_digest": hashlib.sha256(b"".join(p.numpy().tobytes() for p in trainable)).hexdigest(),
+                "own_train_loss": seen["own_train_loss"],
+                "metrics": seen["metrics"],
+                "checkpoint_epoch": seen["checkpoint_epoch"],
+                "returned": returned,
+            }
+            out = Path(loop_config["observe_dir"]) / method / f"rank{record['rank']}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record))
+    finally:
+        cls.prepare_model, cls.report, cls.load_checkpoint = original_prepare, original_report, original_load
+        engine_module.mean_over_ranks = original_mean
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_method_trains_one_epoch_with_two_ddp_workers(method: str, local_ray, tracking, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ddp_run(local_ray, tracking, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Any]:
+    """Train every method in one 2-worker Ray Train run; (observations, MLflow run ids, result)."""
     import ray.train
     from mlflow import MlflowClient
     from ray.train.torch import TorchTrainer
 
-    from skd_ray.session import CHECKPOINT_FILE, load_state
-
     uri, experiment_id = tracking
     client = MlflowClient(uri)
-    run_id = client.create_run(experiment_id, run_name=method).info.run_id
-    flat = {"method": method, "data.name": "digits", "data.val_fraction": 0.2, "model.width": 4,
-            "train.epochs": 1, "train.threads": 1}
+    observe_dir = tmp_path_factory.mktemp("observed")
+    run_ids = {m: client.create_run(experiment_id, run_name=m).info.run_id for m in sorted(METHODS)}
+    jobs = {m: {"flat": {"method": m, "data.name": "digits", "data.val_fraction": 0.2, "model.width": 4,
+                         "train.epochs": 1, "train.threads": 1},
+                "tracking_uri": uri, "run_id": run_ids[m]} for m in sorted(METHODS)}
     trainer = TorchTrainer(
         observed_train_worker,
-        train_loop_config={"flat": flat, "tracking_uri": uri, "run_id": run_id, "observe_dir": str(tmp_path)},
+        train_loop_config={"jobs": jobs, "observe_dir": str(observe_dir)},
         scaling_config=ray.train.ScalingConfig(num_workers=WORKERS, resources_per_worker={"CPU": 1}),
-        run_config=ray.train.RunConfig(name=f"ddp_{method}", storage_path=str(tmp_path / "storage")),
+        run_config=ray.train.RunConfig(name="ddp_methods", storage_path=str(observe_dir / "storage")),
     )
     start = time.perf_counter()
     result = trainer.fit()
-    print(f"{method}: trainer.fit() took {time.perf_counter() - start:.1f}s")
+    print(f"{len(jobs)} methods: trainer.fit() took {time.perf_counter() - start:.1f}s")
+    return observe_dir, run_ids, result
 
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_trains_one_epoch_with_two_ddp_workers(method: str, ddp_run, tracking) -> None:
+    from mlflow import MlflowClient
+
+    observe_dir, run_ids, result = ddp_run
     assert result.error is None
-    assert not (result.return_value or {}).get("error"), result.return_value
-    assert result.metrics["epoch"] == 1 and 0.0 <= result.metrics["val_acc"] <= 1.0
+    ranks = [json.loads((observe_dir / method / f"rank{r}.json").read_text()) for r in range(WORKERS)]
+    assert not (ranks[0]["returned"] or {}).get("error"), ranks[0]["returned"]
+    metrics = ranks[0]["metrics"]
+    assert metrics["epoch"] == 1 and 0.0 <= metrics["val_acc"] <= 1.0
 
-    history = client.get_metric_history(run_id, "val_acc")
+    history = MlflowClient(tracking[0]).get_metric_history(run_ids[method], "val_acc")
     assert [m.step for m in history] == [1], "val_acc must be logged once per epoch, by rank 0 only"
-    assert history[0].value == pytest.approx(result.metrics["val_acc"])
+    assert history[0].value == pytest.approx(metrics["val_acc"])
+    assert ranks[0]["checkpoint_epoch"] == 1  # the state rank 0 reported as its checkpoint
 
-    assert result.checkpoint is not None
-    with result.checkpoint.as_directory() as directory:
-        state = load_state(Path(directory) / CHECKPOINT_FILE)
-    assert state["epoch"] == 1
-
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORKERS)]
     assert [r["rank"] for r in ranks] == list(range(WORKERS))
     assert all(r["world_size"] == r["process_group_size"] == WORKERS for r in ranks)
     assert all(r["wrapper"] == "DistributedDataParallel" for r in ranks)
-    assert all(r["epoch"] == 1 for r in ranks)
+    assert all(r["metrics"]["epoch"] == 1 for r in ranks)
     assert ranks[0]["own_train_loss"] != ranks[1]["own_train_loss"], "both ranks trained on the same shard"
     mean_loss = (ranks[0]["own_train_loss"] + ranks[1]["own_train_loss"]) / 2
-    assert ranks[0]["train_loss"] == ranks[1]["train_loss"] == pytest.approx(mean_loss), \
+    assert ranks[0]["metrics"]["train_loss"] == ranks[1]["metrics"]["train_loss"] == pytest.approx(mean_loss), \
         "the logged training loss must be the mean over ranks"
     assert ranks[0]["param_digest"] == ranks[1]["param_digest"], "weights diverged: gradients not all-reduced"

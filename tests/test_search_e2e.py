@@ -39,15 +39,23 @@ def write_space(path: Path, **fixed: object) -> Path:
     return path
 
 
-def test_two_trials_with_two_workers_each_are_tracked(cli, tmp_path: Path) -> None:
-    space = write_space(tmp_path / "space.yaml")
-    res = cli("--config", str(space), "--num-samples", "2", "--workers-per-trial", "2",
+def test_two_worker_trials_are_tracked_and_stopped_early(cli, tmp_path: Path) -> None:
+    """Five 2-worker trials, ASHA with a grace period of 1: every trial has its MLflow run,
+    the pool moves on from stopped trials, and one pool trains them all."""
+    space = write_space(tmp_path / "space.yaml", **{"train.epochs": 4})
+    res = cli("--config", str(space), "--num-samples", "5", "--workers-per-trial", "2", "--grace-period", "1",
               "--storage", str(tmp_path / "results"), "--experiment", "e2e", "--seed", "3", timeout=480)
     assert res.returncode == 0, res.stdout[-5000:]
     assert "leaderboard of" in res.stdout and "mlflow ui --backend-store-uri" in res.stdout
     parent, children = child_runs(cli.mlflow_uri, "e2e")
     assert parent.info.status == "FINISHED"
-    assert len(children) == 2
+    assert len(children) == 5
+    statuses = [r.data.tags["skd.status"] for r in children]
+    assert "early_stopped" in statuses and "running" not in statuses, statuses
+    # ASHA (grace 1, reduction 3, 4 epochs) decides at epochs 1 and 3; a stopped trial has
+    # trained no epoch past the report it was stopped on (the pool waits for the decision).
+    stopped = [r.data.metrics["epoch"] for r in children if r.data.tags["skd.status"] == "early_stopped"]
+    assert set(stopped) <= {1, 3}, stopped
     from mlflow import MlflowClient
 
     client = MlflowClient(cli.mlflow_uri)
@@ -60,16 +68,16 @@ def test_two_trials_with_two_workers_each_are_tracked(cli, tmp_path: Path) -> No
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         assert tags["skd.status"] in ("completed", "early_stopped")
         if tags["skd.status"] == "completed":
-            assert len(history) == 3
+            assert len(history) == 4
             assert client.get_metric_history(run.info.run_id, "train_ce_final")
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.json", "best_checkpoint.pt"} <= artifacts
         config = json.loads(Path(client.download_artifacts(run.info.run_id, "config.json", str(tmp_path))).read_text())
         assert config["method"] == "byot" and config["train.seed"] == 3
     # One MLflow run per trial even with 2 workers: rank 0 logs, the other rank does not.
-    assert len({r.data.tags["skd.ray_trial_id"] for r in children}) == 2
-    # Both trials ran in the search's one DDP pool (2 CPUs fit one 2-worker trial at a time):
-    # the same two worker processes trained both, and they were Ray Train workers (DDP).
+    assert len({r.data.tags["skd.ray_trial_id"] for r in children}) == 5
+    # Every trial ran in the search's one DDP pool (2 CPUs fit one 2-worker trial at a time):
+    # the same two worker processes trained them all, and they were Ray Train workers (DDP).
     assert {r.data.tags["skd.executor"] for r in children} == {"ddp_pool"}
     assert {r.data.tags["skd.world_size"] for r in children} == {"2"}
     pids = {r.data.tags["skd.worker_pids"] for r in children}
@@ -80,20 +88,15 @@ def test_two_trials_with_two_workers_each_are_tracked(cli, tmp_path: Path) -> No
     dbs = list((tmp_path / "results").glob("e2e_*/optuna.db"))
     assert len(dbs) == 1
     study = optuna.load_study(study_name=dbs[0].parent.name, storage=f"sqlite:///{dbs[0]}")
-    assert len(study.trials) == 2
+    assert len(study.trials) == 5
     assert study.trials[0].params["method.alpha"] == pytest.approx(0.3)  # defaults go first
 
 
-# One worker: trials train in the Tune trial process; two: in the search's DDP pool.
-WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
-
-
-@WORKERS
-def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path, workers: str) -> None:
+def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path) -> None:
+    """One worker (trials train in the Tune trial process); 2 workers: the test above."""
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": 4})
     res = cli("--config", str(space), "--num-samples", "5", "--max-concurrent", "1", "--grace-period", "1",
-              "--workers-per-trial", workers, "--storage", str(tmp_path / "results"), "--experiment", "asha",
-              "--seed", "0", timeout=540)
+              "--storage", str(tmp_path / "results"), "--experiment", "asha", "--seed", "0", timeout=540)
     assert res.returncode == 0, res.stdout[-5000:]
     _, children = child_runs(cli.mlflow_uri, "asha")
     statuses = [r.data.tags["skd.status"] for r in children]
@@ -101,13 +104,12 @@ def test_asha_stopped_trial_does_not_block_the_next(cli, tmp_path: Path, workers
     assert "early_stopped" in statuses, statuses
     assert "running" not in statuses
     stopped = [r for r in children if r.data.tags["skd.status"] == "early_stopped"]
-    # ASHA (grace 1, reduction 3, 4 epochs) decides at epochs 1 and 3; a stopped trial has
-    # trained no epoch past the report it was stopped on (a pool waits for the decision).
     assert all(r.data.metrics["epoch"] in (1, 3) for r in stopped), [r.data.metrics["epoch"] for r in stopped]
     assert all(r.info.status == "FINISHED" for r in children)
 
 
-@WORKERS
+# One worker: trials train in the Tune trial process; two: in the search's DDP pool.
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path, workers: str) -> None:
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": 2})
     text = yaml.safe_load(space.read_text())
@@ -145,8 +147,7 @@ def write_image_folder(root: Path, corrupt: bool) -> Path:
     return root
 
 
-@WORKERS
-def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path, workers: str) -> None:
+def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp_path: Path) -> None:
     broken = write_image_folder(tmp_path / "broken", corrupt=True)
     good = write_image_folder(tmp_path / "good", corrupt=False)
     space = tmp_path / "space.yaml"
@@ -157,7 +158,7 @@ def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp
         # The first trial (the defaults) reads a file that is not an image: PIL raises, not skd_ray.
         "params": {"data.dir": {"type": "categorical", "choices": [str(broken), str(good)], "default": str(broken)}},
     }))
-    res = cli("--config", str(space), "--num-samples", "2", "--max-concurrent", "1", "--workers-per-trial", workers,
+    res = cli("--config", str(space), "--num-samples", "2", "--max-concurrent", "1",
               "--storage", str(tmp_path / "results"), "--experiment", "raises", "--seed", "0", timeout=400)
     _, children = child_runs(cli.mlflow_uri, "raises")
     assert len(children) == 2, res.stdout[-4000:]
@@ -170,23 +171,6 @@ def test_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(cli, tmp
     if str(good) in by_dir:
         assert by_dir[str(good)].data.tags["skd.status"] == "completed"
     assert res.returncode == (1 if len(by_dir) == 1 else 0)
-
-
-def test_a_ray_train_run_per_trial_is_still_available(cli, tmp_path: Path) -> None:
-    """`--train-run-per-trial`: the DDP trial starts its own Ray Train run (no pool), whose
-    checkpoints live in that run's directory."""
-    space = write_space(tmp_path / "space.yaml", **{"train.epochs": 2})
-    storage = tmp_path / "results"
-    res = cli("--config", str(space), "--num-samples", "1", "--workers-per-trial", "2", "--train-run-per-trial",
-              "--storage", str(storage), "--experiment", "perrun", "--seed", "0", timeout=300)
-    assert res.returncode == 0, res.stdout[-5000:]
-    _, children = child_runs(cli.mlflow_uri, "perrun")
-    (run,) = children
-    tags = run.data.tags
-    assert tags["skd.executor"] == "ray_train" and tags["skd.world_size"] == "2"
-    assert tags["skd.status"] == "completed" and run.data.metrics["epoch"] == 2
-    assert list((storage / f"train_{tags['skd.ray_trial_id']}").glob("checkpoint_*/state.pt"))
-    assert not list(storage.glob("*/ddp_pool*"))
 
 
 def test_two_pools_train_trials_side_by_side(cli, tmp_path: Path) -> None:
