@@ -204,9 +204,6 @@ def test_killed_trial_process_resumes_from_checkpoint(cli, tmp_path: Path) -> No
     assert len(runs) == 1, "the restarted trial opened a second MLflow run"
     final = MlflowClient(uri).get_run(run.info.run_id)
     assert final.data.tags["skd.status"] == "completed" and final.info.status == "FINISHED"
-    # The pool told the trial why it failed before Tune restarted it (the dead peer, as gloo saw it).
-    assert "gloo" in final.data.tags.get("skd.last_error", "") or "pool" in final.data.tags.get("skd.last_error", ""), \
-        final.data.tags
     assert final.data.tags["skd.executor"] == "trial_process"
     assert final.data.metrics["epoch"] == epochs
     check_resumed_history(steps(uri, run.info.run_id), cut_ms, epochs)
