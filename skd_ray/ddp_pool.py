@@ -78,19 +78,10 @@ class PoolSession(RaySession):
         self.mailbox = mailbox
         self.key = key
         self.reports = 0
-        pids = self._gather_pids()
+        pids = self._gather_from_ranks(str(os.getpid()))
         if self.sink is not None:
             # The same pids across trials show the pool's processes being reused.
             self.sink.log_tags({"skd.worker_pids": ",".join(pids)})
-
-    def _gather_pids(self) -> list[str]:
-        import torch.distributed as dist
-
-        if self.world_size == 1 or not dist.is_initialized():
-            return [str(os.getpid())]
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, str(os.getpid()))
-        return [str(p) for p in gathered]
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         refs = self.job.get("state")

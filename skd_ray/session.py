@@ -159,14 +159,18 @@ class RaySession:
     def _gather_node_ids(self) -> list[str]:
         """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""
         import ray
+
+        return self._gather_from_ranks(ray.get_runtime_context().get_node_id())
+
+    def _gather_from_ranks(self, value: str) -> list[str]:
+        """Every rank's `value`, in rank order (a collective: all ranks call it)."""
         import torch.distributed as dist
 
-        node_id = ray.get_runtime_context().get_node_id()
         if self.world_size == 1 or not dist.is_initialized():
-            return [node_id]
+            return [value]
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, node_id)
-        return [str(n) for n in gathered]
+        dist.all_gather_object(gathered, value)
+        return [str(v) for v in gathered]
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if self.world_size == 1:

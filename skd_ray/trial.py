@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from skd_ray.config import resolve_config
 from skd_ray.engine import fit
@@ -100,22 +100,31 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     finish_trial_run(settings.tracking_uri, run_id, "completed")
 
 
+def raise_if_failed_before(tracking_uri: str, run_id: str) -> None:
+    """A trial restarted by Tune after a deterministic error fails again at once, same reason."""
+    earlier = client(tracking_uri).get_run(run_id).data.tags.get(DETERMINISTIC_ERROR_TAG)
+    if earlier:
+        raise TrialFailed(earlier)
+
+
+def fail_deterministically(tracking_uri: str, run_id: str, reason: str) -> NoReturn:
+    """Record `reason` on the run (for `raise_if_failed_before`) and fail the trial with it."""
+    client(tracking_uri).set_tag(run_id, DETERMINISTIC_ERROR_TAG, reason)
+    raise TrialFailed(reason) from None
+
+
 def train_in_trial_process(cfg: Any, run_id: str, tracking_uri: str, started_at: float) -> None:
     """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
     from ray import tune
 
     from skd_ray.session import TuneTrialSession
 
-    earlier = client(tracking_uri).get_run(run_id).data.tags.get(DETERMINISTIC_ERROR_TAG)
-    if earlier:
-        raise TrialFailed(earlier)
+    raise_if_failed_before(tracking_uri, run_id)
     session = TuneTrialSession(cfg.train.device, TrialTracker(tracking_uri, run_id), started_at)
     try:
         metrics = fit(cfg, session)
     except SkdError as err:
-        reason = f"{type(err).__name__}: {err}"
-        client(tracking_uri).set_tag(run_id, DETERMINISTIC_ERROR_TAG, reason)
-        raise TrialFailed(reason) from None
+        fail_deterministically(tracking_uri, run_id, f"{type(err).__name__}: {err}")
     if session.reports == 0 and metrics:
         # Restored from its final checkpoint (the search was interrupted after the last
         # epoch): hand Tune the stored final result once more.
@@ -131,9 +140,7 @@ def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, tr
 
     from skd_ray.pool_link import PoolLink
 
-    earlier = client(settings.tracking_uri).get_run(run_id).data.tags.get(DETERMINISTIC_ERROR_TAG)
-    if earlier:
-        raise TrialFailed(earlier)
+    raise_if_failed_before(settings.tracking_uri, run_id)
     job = {"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri, "started_at": started_at}
     with PoolLink(ray.get_actor(settings.pool), trial_id, job, tune.get_checkpoint()) as link:
         for event in link.events():
@@ -144,8 +151,7 @@ def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, tr
                     tune.report(event["metrics"])  # resumed after its last epoch: the stored result
                 return
             elif event["deterministic"]:
-                client(settings.tracking_uri).set_tag(run_id, DETERMINISTIC_ERROR_TAG, event["message"])
-                raise TrialFailed(event["message"])
+                fail_deterministically(settings.tracking_uri, run_id, event["message"])
             else:
                 raise PoolJobFailed(event["message"])
 
