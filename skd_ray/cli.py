@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions pack trials on one GPU")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits)")
-    p.add_argument("--grace-period", type=int, default=2, help="epochs before ASHA may stop a trial")
+    p.add_argument("--grace-period", type=int, default=2,
+                   help="epochs before ASHA may stop a trial (1 pays off in wide spaces, where bad "
+                        "configurations show in the first epoch; see README, Performance)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="Optuna sampler of a single-objective search (random: a baseline)")
     p.add_argument("--no-early-stopping", action="store_true", help="run every trial to --max-epochs (no ASHA)")
