@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from skd_ray.pool_mailbox import MAILBOX_OPTIONS, SHUTDOWN, PoolMailbox
-from skd_ray.session import RaySession, publish
+from skd_ray.session import RaySession, load_state, publish
 
 # How long rank 0 waits on the mailbox before the ranks check in with each other again.
 POLL_S = 1.0
@@ -60,7 +60,7 @@ def state_to_ref(state: dict[str, Any]) -> Any:
 def state_from_ref(ref: Any) -> dict[str, Any]:
     import ray
 
-    return torch.load(io.BytesIO(ray.get(ref)), map_location="cpu", weights_only=True)
+    return load_state(io.BytesIO(ray.get(ref)))
 
 
 class PoolSession(RaySession):

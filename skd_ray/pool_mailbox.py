@@ -66,9 +66,7 @@ class PoolMailbox:
 
     async def release_trial(self, trial_id: str) -> None:
         """Tune ended `trial_id` (stopped, errored or finished): end whatever attempt runs."""
-        for key, trial in list(self._trial_of.items()):
-            if trial == trial_id:
-                self._release(key)
+        self._release_attempts_of(trial_id)
         await self._notify()
 
     async def pool_failed(self, pool_id: int, reason: str) -> None:
@@ -78,7 +76,7 @@ class PoolMailbox:
         for key, pool in list(self._pool_of.items()):
             if pool == pool_id:
                 self._fail(key, f"its DDP worker pool failed: {reason}", retryable=True)
-        if self._pools and len(self._broken) >= self._pools:
+        if self._all_pools_broken():
             for key in list(self._pending):
                 self._fail(key, f"every DDP worker pool failed: {reason}", retryable=False)
             self._pending.clear()
@@ -89,9 +87,7 @@ class PoolMailbox:
     async def submit(self, trial_id: str, job: Any) -> str:
         """Queue a job for the next free pool; returns the attempt's key. An earlier attempt
         of the same trial still running (its process died unnoticed) is stopped."""
-        for key, trial in list(self._trial_of.items()):
-            if trial == trial_id:
-                self._release(key)
+        self._release_attempts_of(trial_id)
         key = f"{trial_id}#{next(self._keys)}"
         self._trial_of[key] = trial_id
         self._events[key] = deque()
@@ -99,7 +95,7 @@ class PoolMailbox:
         self._beats[key] = time.monotonic()
         if self._shutdown:
             self._fail(key, "the search is shutting down", retryable=False)
-        elif self._pools and len(self._broken) >= self._pools:
+        elif self._all_pools_broken():
             self._fail(key, f"every DDP worker pool failed: {next(iter(self._broken.values()))}", retryable=False)
         else:
             self._jobs[key] = job
@@ -190,6 +186,14 @@ class PoolMailbox:
         await self._notify()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _release_attempts_of(self, trial_id: str) -> None:
+        for key, trial in list(self._trial_of.items()):
+            if trial == trial_id:
+                self._release(key)
+
+    def _all_pools_broken(self) -> bool:
+        return bool(self._pools) and len(self._broken) >= self._pools
 
     def _fail(self, key: str, message: str, retryable: bool) -> None:
         self._pool_of.pop(key, None)

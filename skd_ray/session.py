@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import torch
 from torch import nn
@@ -75,9 +75,10 @@ def save_state(state: dict[str, Any], directory: Path) -> Path:
     return path
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`: no pickled code runs on load."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_state(source: Path | BinaryIO) -> dict[str, Any]:
+    """Load a checkpoint (a file, or its bytes as a stream) with `weights_only=True`: no
+    pickled code runs on load."""
+    return torch.load(source, map_location="cpu", weights_only=True)
 
 
 def format_epoch_line(metrics: dict[str, float], total_epochs: int) -> str:
