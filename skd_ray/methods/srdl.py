@@ -13,7 +13,8 @@ online on every augmented batch (one extra forward) or is cached once per traini
 The snapshot module exists from construction (so state_dict keys never change) and only
 receives weights at the snapshot epoch; it is frozen (requires_grad=False, always in eval
 mode). Stage, snapshot and teacher cache are all in the state_dict, so a resumed run
-continues exactly.
+continues exactly. Under torch.distributed the snapshot is rank 0's backbone on every rank
+(BatchNorm running statistics included), the same state rank 0's checkpoint stores.
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ class Srdl(SelfKDMethod):
         self._refresh()
         if self._stage == 1 and epoch >= s:
             self.snapshot.load_state_dict(self.backbone.state_dict())
+            if distributed_ready():
+                # DDP gives every rank rank 0's BN buffers at the start of a forward, then each
+                # rank moves them with its own batch: after the last step the ranks' running
+                # statistics differ. Taking rank 0's copy gives every rank the same teacher,
+                # the one rank 0's checkpoint holds, so a resumed run distils from it too.
+                for t in self.snapshot.state_dict().values():
+                    torch.distributed.broadcast(t, 0)
             if self.params.stage2_start == "reinit":
                 for m in self.backbone.modules():
                     if hasattr(m, "reset_parameters"):

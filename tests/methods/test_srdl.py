@@ -9,11 +9,11 @@ import pytest
 import torch
 from handcalc import batch, close, cross_entropy, kl_t, run_two_ranks, tiny_backbone
 
-from skd_ray.config import resolve_config
 from skd_ray.engine import lr_factor
 from skd_ray.errors import ConfigError
 from skd_ray.methods import MethodContext
 from skd_ray.methods.srdl import Srdl, SrdlParams
+from skd_ray.training.resolve import resolve_config
 
 N = 6  # training-set size of the tiny runs
 TOTAL = 4  # epoch budget; snapshot_at 0.5 -> stage 2 starts at epoch 2
@@ -208,3 +208,45 @@ def _distributed_cache(rank: int) -> None:
 
 def test_cache_is_merged_across_ranks_and_reinit_is_shared():
     run_two_ranks(_distributed_cache)
+
+
+def _gather(t: torch.Tensor) -> list[torch.Tensor]:
+    out = [torch.zeros_like(t) for _ in range(2)]
+    torch.distributed.all_gather(out, t.detach().clone().contiguous())
+    return out
+
+
+def _snapshot_agrees(rank: int) -> None:
+    m = Srdl(tiny_backbone(seed=0), SrdlParams(teacher="online"), MethodContext(num_train_samples=8))
+    ddp = torch.nn.parallel.DistributedDataParallel(m)
+    m.train()
+    m.on_epoch_start(0, TOTAL)
+    x, y = batch(n=4, seed=10 + rank)  # each rank's own batch moves its BN running statistics
+    ddp(x, y, torch.arange(4) + 4 * rank).loss.backward()
+    mean = m.backbone.stem[1].running_mean
+    assert not torch.equal(*_gather(mean)), "the test needs BN statistics that differ across ranks"
+    rank0_backbone = {k: v.clone() for k, v in m.backbone.state_dict().items()}
+    for v in rank0_backbone.values():
+        torch.distributed.broadcast(v, 0)
+    m.on_epoch_start(2, TOTAL)  # the snapshot
+    for k, v in m.snapshot.state_dict().items():
+        a, b = _gather(v)
+        assert torch.equal(a, b), f"snapshot {k} differs across ranks"
+        assert torch.equal(v, rank0_backbone[k]), f"snapshot {k} is not rank 0's backbone"
+    probe, _ = batch(n=3, seed=99)  # the same input on both ranks
+    teacher = m.snapshot(probe)
+    a, b = _gather(teacher)
+    assert torch.equal(a, b), "the ranks distil from different teachers"
+    # A run resumed from rank 0's checkpoint has the teacher every rank had before.
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    for v in state.values():
+        torch.distributed.broadcast(v, 0)
+    resumed = Srdl(tiny_backbone(seed=5), SrdlParams(teacher="online"), MethodContext(num_train_samples=8))
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.snapshot(probe), teacher)
+    xb, yb = batch(n=4, seed=20 + rank)
+    assert close(resumed(xb, yb).terms["kd"], m(xb, yb).terms["kd"], tol=1e-6)
+
+
+def test_snapshot_is_identical_on_every_rank_and_in_the_checkpoint():
+    run_two_ranks(_snapshot_agrees)
