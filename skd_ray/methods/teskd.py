@@ -7,8 +7,16 @@ feature; because the official code does not stop the KL gradient at the teacher,
 students share the teacher's stages, their feedback also shapes ("evolves") the teacher.
 
 Loss: w_ce [CE(z_T, y) + sum_i CE(z_Si, y)] + w_kd sum_i KL_T(z_T || z_Si)
-      + w_fea sum_i ||(f_Si - sg(f_T)) * [f_Si > 0 or f_T > 0]||^2   (sum-reduced)
+      + w_fea sum_i fea_i,  fea_i = (B_ref / B) sum_b ||(f_Si - sg(f_T)) * [f_Si > 0 or f_T > 0]||^2
 Students are dropped at inference.
+
+The official feature loss is summed over the batch, so its weight against the mean-reduced
+CE and KL grows with the batch: under DDP (per-rank batch B, gradients averaged over ranks)
+the same w_fea would mean a different loss at every world size. Here the sum is divided by
+the per-rank batch B and multiplied by the official batch B_ref = 128 (`reference_batch`):
+a per-sample mean, equal to the official value at the official batch size, so w_fea = 1e-7
+keeps its published meaning at any batch size and world size. `fea_reduction: sum` restores
+the official batch sum.
 """
 
 from __future__ import annotations
@@ -38,12 +46,22 @@ class TeskdParams:
     temperature: float = 3.0  # main.py: KL_Loss(temperature=3)
     # Official code feeds the teacher logits to the KL term without detaching them.
     detach_teacher: bool = False
+    # "per_sample": the batch sum of the feature loss divided by the per-rank batch and scaled
+    # to `reference_batch` (world-size independent); "sum": the official batch sum.
+    fea_reduction: str = "per_sample"
+    reference_batch: int = 128  # main.py --batch_size: the batch w_fea was tuned at
 
 
 def partial_l2(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Sum of squared differences where either feature is positive (sum-reduced)."""
     mask = ((student > 0) | (teacher > 0)).to(student.dtype)
     return ((student - teacher) ** 2 * mask).sum()
+
+
+def feature_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str, reference_batch: int) -> torch.Tensor:
+    """`partial_l2` as the official batch sum, or per sample scaled to `reference_batch`."""
+    total = partial_l2(student, teacher)
+    return total if reduction == "sum" else total * (reference_batch / student.shape[0])
 
 
 def student_name(level: int) -> str:
@@ -78,6 +96,10 @@ class Teskd(SelfKDMethod):
             raise ConfigError("method.w_ce, method.w_kd and method.w_fea must be >= 0", "use e.g. 0.2, 0.8, 1e-7")
         if params.temperature <= 0:
             raise ConfigError("method.temperature must be > 0", "use e.g. 3")
+        if params.fea_reduction not in ("per_sample", "sum"):
+            raise ConfigError(f"method.fea_reduction {params.fea_reduction!r} is unknown", "use per_sample or sum")
+        if params.reference_batch < 1:
+            raise ConfigError("method.reference_batch must be >= 1", "use 128 (the official batch size)")
 
     def students(self, feats: list[torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """(pooled feature, logits) of every student, by level."""
@@ -96,7 +118,7 @@ class Teskd(SelfKDMethod):
         for level, (s_feat, s_logits) in self.students(feats).items():
             ce = F.cross_entropy(s_logits, y)
             kd = kl_t(teacher.float(), s_logits.float(), p.temperature)
-            fea = partial_l2(s_feat.float(), t_feat.detach().float())
+            fea = feature_loss(s_feat.float(), t_feat.detach().float(), p.fea_reduction, p.reference_batch)
             ce_sum, kd_sum, fea_sum = ce_sum + ce, kd_sum + kd, fea_sum + fea
             name = student_name(level)
             terms.update({f"ce_{name}": ce, f"kd_{name}": kd, f"fea_{name}": fea})

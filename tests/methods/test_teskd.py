@@ -10,7 +10,7 @@ from handcalc import batch, close, cross_entropy, grad_is_zero, kl_t, tiny_backb
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import FINAL
-from skd_ray.methods.teskd import Teskd, TeskdParams, partial_l2
+from skd_ray.methods.teskd import Teskd, TeskdParams, feature_loss, partial_l2
 
 
 def make(**kw) -> Teskd:
@@ -36,8 +36,9 @@ def test_fpn_levels_have_stage_resolution_and_last_stage_width():
     assert pooled.shape == (2, m.backbone.stage_channels[-1]) and logits.shape == (2, 4)
 
 
-def test_loss_matches_formula():
-    m = make()
+@pytest.mark.parametrize("reduction,scale", [("per_sample", 128 / 3), ("sum", 1.0)])
+def test_loss_matches_formula(reduction: str, scale: float):
+    m = make(fea_reduction=reduction)
     x, y = batch(n=3)
     out = m(x, y)
     feats = m.backbone.forward_stages(x)
@@ -50,9 +51,20 @@ def test_loss_matches_formula():
         kd = kd + kl_t(z, s_logits, 2.0)
         s = s_feat.double()
         mask = ((s > 0) | (t_feat > 0)).double()
-        fea = fea + (((s - t_feat) ** 2) * mask).sum()
+        fea = fea + (((s - t_feat) ** 2) * mask).sum() * scale
     assert close(out.loss, 0.3 * ce + 0.6 * kd + 0.01 * fea)
+    assert close(sum(v for k, v in out.terms.items() if k.startswith("fea_")), fea)
     assert close(out.terms["ce"], cross_entropy(z, y))
+
+
+def test_per_sample_feature_loss_is_the_batch_sum_over_the_batch_times_the_reference_batch():
+    student = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    teacher = torch.tensor([[0.0, -1.0], [2.0, 0.0]])
+    # kept: (0,0) 1, (1,0) 2.25, (1,1) 9; dropped: (0,1); batch sum 12.25 over 2 samples
+    assert feature_loss(student, teacher, "sum", 128).item() == pytest.approx(12.25)
+    assert feature_loss(student, teacher, "per_sample", 128).item() == pytest.approx(12.25 / 2 * 128)
+    # At the reference batch size the per-sample loss is the official batch sum.
+    assert feature_loss(student, teacher, "per_sample", 2).item() == pytest.approx(12.25)
 
 
 def test_partial_l2_ignores_where_both_are_non_positive():
@@ -105,7 +117,7 @@ def test_validate_params_rejects_impossible_values():
             Teskd.validate_params(replace(TeskdParams(), num_students=n), 4)
     with pytest.raises(ConfigError):
         Teskd.validate_params(replace(TeskdParams(), num_students=3), 3)
-    for bad in ({"w_kd": -1.0}, {"temperature": 0.0}):
+    for bad in ({"w_kd": -1.0}, {"temperature": 0.0}, {"fea_reduction": "mean"}, {"reference_batch": 0}):
         with pytest.raises(ConfigError):
             Teskd.validate_params(replace(TeskdParams(), **bad), 4)
     for n in (1, 2, 3):
