@@ -76,9 +76,9 @@ def shared_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_one(flat: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration to its last epoch; test accuracy of that final model."""
-    from skd_ray.config import resolve_config
     from skd_ray.engine import evaluate_split, fit
-    from skd_ray.session import LocalSession
+    from skd_ray.training.resolve import resolve_config
+    from skd_ray.training.session import LocalSession
 
     class FinalModelSession(LocalSession):
         """LocalSession that keeps a handle on the trained method (final weights after fit)."""

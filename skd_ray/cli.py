@@ -164,10 +164,10 @@ def load_yamlish_method(path: Path) -> Any:
 
 def run_debug(space: Any, uri: str, experiment: str) -> int:
     """One configuration (the space's defaults + overrides) in this process, logged to MLflow."""
-    from skd_ray.config import resolve_config
     from skd_ray.engine import fit
-    from skd_ray.session import LocalSession
     from skd_ray.tracking import TrialTracker, finish_trial_run, start_search_run, start_trial_run
+    from skd_ray.training.resolve import resolve_config
+    from skd_ray.training.session import LocalSession
 
     cfg = resolve_config(space.defaults())
     flat = cfg.to_flat()

@@ -268,26 +268,3 @@ def validate_core(cfg: TrainConfig) -> None:
     for ok, problem, fix in checks:
         if not ok:
             raise ConfigError(problem, fix)
-
-
-def resolve_config(flat: dict[str, Any]) -> TrainConfig:
-    """Build and fully validate a TrainConfig from flat keys (defaults fill the rest).
-
-    Method parameters are checked against the method's dataclass and against the backbone
-    (e.g. BYOT exits must be non-final stages), so impossible configurations fail here,
-    before any worker starts.
-    """
-    from skd_ray.data import dataset_info  # local: data imports this module
-    from skd_ray.methods import get_method_spec
-    from skd_ray.models import backbone_num_stages
-
-    method, sections, method_values = split_flat(flat)
-    spec = get_method_spec(method)
-    kwargs = {name: build_dataclass(cls, sections[name], name) for name, cls in SECTIONS.items()}
-    params = build_dataclass(spec.params, method_values, "method")
-    cfg = TrainConfig(method=method, method_params=params, **kwargs)
-    validate_core(cfg)
-    dataset_info(cfg.data.name)
-    num_stages = backbone_num_stages(cfg.model.backbone)
-    spec.validate(params, num_stages)
-    return cfg

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 
 from skd_ray.pool_mailbox import MAILBOX_OPTIONS, SHUTDOWN, PoolMailbox
-from skd_ray.session import RaySession, load_state, publish
+from skd_ray.ray_sessions import RaySession
+from skd_ray.training.checkpoint import load_state
+from skd_ray.training.session import publish
 
 # How long rank 0 waits on the mailbox before the ranks check in with each other again.
 POLL_S = 1.0
@@ -133,10 +135,10 @@ def run_job(key: str, job: dict[str, Any], mailbox: Any, rank: int) -> None:
     """Train one trial's job on this rank and tell the trial how it ended."""
     import ray
 
-    from skd_ray.config import resolve_config
     from skd_ray.engine import fit
     from skd_ray.errors import SkdError
     from skd_ray.tracking import TrialTracker
+    from skd_ray.training.resolve import resolve_config
 
     cfg = resolve_config(job["flat"])
     sink = TrialTracker(job["tracking_uri"], job["run_id"]) if rank == 0 else None

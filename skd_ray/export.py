@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from skd_ray.config import resolve_config
 from skd_ray.errors import SkdError
 from skd_ray.final_summary import select_top_configs
 from skd_ray.report import decode_params, find_search_run, search_run_id, trial_rows
 from skd_ray.tracking import client
+from skd_ray.training.resolve import resolve_config
 
 CHECKPOINT_ARTIFACT = "best_checkpoint.pt"
 MODEL_FILE = "model.pt2"
@@ -67,7 +67,7 @@ def load_best_method(uri: str, run_id: str, flat: dict[str, Any]) -> tuple[Any, 
     from skd_ray.data import load_data
     from skd_ray.methods import MethodContext, build_method
     from skd_ray.models import build_backbone
-    from skd_ray.session import load_state
+    from skd_ray.training.checkpoint import load_state
 
     cfg = resolve_config(flat)
     with tempfile.TemporaryDirectory() as tmp:

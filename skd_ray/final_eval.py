@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skd_ray.config import resolve_config
 from skd_ray.errors import SkdError
 from skd_ray.final_summary import (
     ConfigSummary,
@@ -30,6 +29,7 @@ from skd_ray.final_summary import (
 from skd_ray.report import find_search_run, search_run_id, trial_rows
 from skd_ray.space import SearchSpace
 from skd_ray.tracking import STATUS_TAG, child_runs, client, log_params, param_text
+from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)
 SEED_KEY = "train.seed"

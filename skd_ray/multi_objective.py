@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from skd_ray.config import resolve_config
 from skd_ray.early_exit import threshold_key
 from skd_ray.errors import SkdError
 from skd_ray.final_summary import param_cell
@@ -25,6 +24,7 @@ from skd_ray.pareto import pareto_front
 from skd_ray.report import format_table, varying_params
 from skd_ray.space import SearchSpace
 from skd_ray.tracking import STATUS_TAG, child_runs, client
+from skd_ray.training.resolve import resolve_config
 
 # BYOT's official thresholds lie around 0.95-0.98; 0.95 is one of eval.thresholds' defaults.
 DEFAULT_THRESHOLD = 0.95

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from skd_ray.session import CHECKPOINT_FILE
+from skd_ray.training.checkpoint import CHECKPOINT_FILE
 
 # Seconds between heartbeats (the mailbox gives up on a trial after HEARTBEAT_TIMEOUT_S).
 HEARTBEAT_S = 2.0

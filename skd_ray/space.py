@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from skd_ray.config import resolve_config
 from skd_ray.errors import ConfigError
+from skd_ray.training.resolve import resolve_config
 
 TYPES = ("float", "int", "categorical", "subset")
 TOP_LEVEL = {"description", "metric", "mode", "fixed", "params", "methods"}

@@ -18,11 +18,11 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from skd_ray.config import resolve_config
 from skd_ray.engine import fit
 from skd_ray.errors import SkdError
 from skd_ray.space import SearchSpace
 from skd_ray.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
+from skd_ray.training.resolve import resolve_config
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
 CHECKPOINTS_KEPT = 2
@@ -59,7 +59,7 @@ class TrialSettings:
 
 def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     """Ray Train loop on every worker: resolve the config and run the generic engine."""
-    from skd_ray.session import RaySession
+    from skd_ray.ray_sessions import RaySession
 
     cfg = resolve_config(loop_config["flat"])
     sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
@@ -117,7 +117,7 @@ def train_in_trial_process(cfg: Any, run_id: str, tracking_uri: str, started_at:
     """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
     from ray import tune
 
-    from skd_ray.session import TuneTrialSession
+    from skd_ray.ray_sessions import TuneTrialSession
 
     raise_if_failed_before(tracking_uri, run_id)
     session = TuneTrialSession(cfg.train.device, TrialTracker(tracking_uri, run_id), started_at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from skd_ray.session import LocalSession
+from skd_ray.training.session import LocalSession
 
 
 class Interrupted(Exception):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from skd_ray.config import TrainConfig, coerce_value, resolve_config
+from skd_ray.config import TrainConfig, coerce_value
 from skd_ray.data import DataConfig, load_data
 from skd_ray.errors import ConfigError
 from skd_ray.methods.byot import ByotParams
 from skd_ray.methods.vanilla import VanillaParams
+from skd_ray.training.resolve import resolve_config
 
 
 def config_error(flat: dict) -> ConfigError:

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from skd_ray.config import DataConfig, resolve_config
+from skd_ray.config import DataConfig
 from skd_ray.data import build_loader, holdout, load_data
 from skd_ray.data.batches import InMemoryLoader, TensorSplit, random_crop_flip
 from skd_ray.data.sources import read_idx
 from skd_ray.errors import ConfigError, DataError
+from skd_ray.training.resolve import resolve_config
 
 
 @pytest.fixture(autouse=True)

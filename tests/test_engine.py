@@ -12,13 +12,14 @@ from interrupting_session import Interrupted, StopAfter
 from tiny_byot import tiny_byot_eval
 
 from skd_ray import engine
-from skd_ray.config import resolve_config
 from skd_ray.engine import evaluate, fit, lr_factor
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import FINAL, build_method
 from skd_ray.methods.byot import Byot
 from skd_ray.models import StagedResNet
-from skd_ray.session import CHECKPOINT_FILE, LocalSession, load_state
+from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
+from skd_ray.training.resolve import resolve_config
+from skd_ray.training.session import LocalSession
 
 TIME_KEYS = ("time_epoch_s", "time_data_frac")
 

@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-from skd_ray.config import resolve_config
 from skd_ray.errors import SkdError
 from skd_ray.final_summary import (
     final_config,
@@ -20,6 +19,7 @@ from skd_ray.final_summary import (
     summarize,
 )
 from skd_ray.report import TrialRow
+from skd_ray.training.resolve import resolve_config
 
 
 def row(name: str, acc: float, status: str = "completed", **params: object) -> TrialRow:

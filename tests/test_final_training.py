@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 import torch
 
-from skd_ray.config import DataConfig, resolve_config
+from skd_ray.config import DataConfig
 from skd_ray.data import load_data
 from skd_ray.engine import evaluate_split, fit
 from skd_ray.methods import MethodContext, build_method
 from skd_ray.models import build_backbone
-from skd_ray.session import CHECKPOINT_FILE, LocalSession, load_state
+from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
+from skd_ray.training.resolve import resolve_config
+from skd_ray.training.session import LocalSession
 
 
 def image_set(split: Any) -> set[bytes]:

@@ -170,6 +170,6 @@ def test_two_worker_trial_spans_two_nodes(cli, two_node_cluster: LocalCluster, t
     assert tags["skd.executor"] == "ddp_pool" and (search_dir / "ddp_pool0").is_dir()
     checkpoints = sorted(search_dir.glob(f"run_trial_{trial_id}_*/checkpoint_*/state.pt"))
     assert checkpoints, sorted(p.name for p in storage.iterdir())
-    from skd_ray.session import load_state
+    from skd_ray.training.checkpoint import load_state
 
     assert max(load_state(p)["epoch"] for p in checkpoints) == 2

@@ -37,10 +37,10 @@ def crash_once_in_epoch_3(loop_config: dict[str, Any]) -> None:
     reporting it: the restart must resume from the epoch-2 checkpoint."""
     import ray.train
 
-    from skd_ray.config import resolve_config
     from skd_ray.engine import fit
-    from skd_ray.session import RaySession
+    from skd_ray.ray_sessions import RaySession
     from skd_ray.tracking import TrialTracker
+    from skd_ray.training.resolve import resolve_config
 
     class CrashingSession(RaySession):
         def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
@@ -74,8 +74,8 @@ def run_trainer(fn: Any, tmp_path: Path, name: str, uri: str, run_id: str) -> An
 def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from skd_ray.session import CHECKPOINT_FILE, load_state
     from skd_ray.tracking import get_or_create_experiment
+    from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
     from skd_ray.trial import train_worker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

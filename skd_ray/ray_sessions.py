@@ -1,43 +1,18 @@
-"""Where `engine.fit` runs: in this process (`LocalSession`), as a Ray Train worker
-(`RaySession`) or inside a one-worker Ray Tune trial (`TuneTrialSession`).
-
-This is the only module that touches the Ray Train/Tune reporting API, and it imports Ray
-lazily, so the single-process debugging mode and most tests never load Ray. Every session
-sends per-epoch metrics to an optional tracker (MLflow, from `skd_ray.tracking`) on rank 0 only.
-"""
+"""Where `fit` runs on Ray: as a Ray Train worker (`RaySession`) or inside a one-worker Ray
+Tune trial (`TuneTrialSession`). Ray is imported lazily, so importing this module is cheap."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
-CHECKPOINT_FILE = "state.pt"
-
-
-class MetricSink(Protocol):
-    """Receives per-epoch metrics and the best state (implemented by tracking.TrialTracker)."""
-
-    def log_epoch(self, step: int, metrics: dict[str, float]) -> None: ...
-
-    def log_best_state(self, state: dict[str, Any], directory: Path) -> None: ...
-
-    def log_tags(self, tags: dict[str, str]) -> None: ...
-
-
-def publish(sink: MetricSink | None, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
-    """Send an epoch's metrics, and the model state when it is the best so far, to `sink`."""
-    if sink is None:
-        return
-    sink.log_epoch(int(metrics["epoch"]), metrics)
-    if is_best:
-        with tempfile.TemporaryDirectory() as tmp:
-            sink.log_best_state({"model": state["model"], "epoch": state["epoch"]}, Path(tmp))
+from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from skd_ray.training.session import MetricSink, pick_device, publish
 
 
 def state_from_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
@@ -55,77 +30,6 @@ def report_with_state(report: Callable[..., None], checkpoint_cls: Any, metrics:
     with tempfile.TemporaryDirectory() as tmp:
         save_state(state, Path(tmp))
         report(metrics, checkpoint=checkpoint_cls.from_directory(tmp))
-
-
-def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """cuda:<local rank> when a GPU is visible (or demanded), else cpu."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    return torch.device("cpu")
-
-
-def save_state(state: dict[str, Any], directory: Path) -> Path:
-    """Write a checkpoint atomically (tmp file + rename) so a kill never leaves half a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_state(source: Path | BinaryIO) -> dict[str, Any]:
-    """Load a checkpoint (a file, or its bytes as a stream) with `weights_only=True`: no
-    pickled code runs on load."""
-    return torch.load(source, map_location="cpu", weights_only=True)
-
-
-def format_epoch_line(metrics: dict[str, float], total_epochs: int) -> str:
-    """One terminal line per epoch: loss, deployable and per-exit validation accuracy."""
-    exits = [f"{k.removeprefix('val_acc.')}={v:.3f}" for k, v in metrics.items()
-             if k.startswith("val_acc.") and "dynamic" not in k]
-    return (f"epoch {int(metrics['epoch'])}/{total_epochs} loss={metrics['train_loss']:.4f} "
-            f"val_acc={metrics['val_acc']:.4f} " + " ".join(exits)
-            + f" ({metrics['time_epoch_s']:.1f}s)").rstrip()
-
-
-class LocalSession:
-    """Runs the loop in this process: no Ray, breakpoints work, one line per epoch."""
-
-    rank = 0
-    world_size = 1
-
-    def __init__(self, device: str = "auto", sink: MetricSink | None = None,
-                 checkpoint_dir: str | Path | None = None, echo: bool = True,
-                 total_epochs: int = 0) -> None:
-        self.device = pick_device(device)
-        self.sink = sink
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.echo = echo
-        self.total_epochs = total_epochs
-        self.best_state: dict[str, Any] | None = None
-        self.history: list[dict[str, float]] = []
-
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        return model
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
-            return load_state(self.checkpoint_dir / CHECKPOINT_FILE)
-        return None
-
-    def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
-        self.history.append(metrics)
-        if self.echo:
-            print(format_epoch_line(metrics, self.total_epochs), flush=True)
-        publish(self.sink, metrics, state, is_best)
-        if self.checkpoint_dir is not None:
-            save_state(state, self.checkpoint_dir)
-        if is_best:
-            # Copies: state_dict tensors alias the live weights, which keep training.
-            self.best_state = {"model": {k: v.detach().clone() for k, v in state["model"].items()},
-                               "epoch": state["epoch"]}
 
 
 class RaySession:
