@@ -132,3 +132,60 @@ def test_count_macs_of_backbone_is_sum_of_parts() -> None:
     assert total == parts
     # stem on 8x8: 4 output channels * 64 positions * 9 weights
     assert count_macs(net.stem, x) == 4 * 64 * 9
+
+
+# --- BYOT journal-code exit heads --------------------------------------------------------------
+
+def test_attention_gate_is_the_journal_codes() -> None:
+    """SepConv(C, C) (dw3x3 s2 -> pw -> BN -> ReLU -> dw3x3 -> pw -> BN -> ReLU) -> BN -> ReLU
+    -> bilinear x2 -> sigmoid, multiplied onto the input (resnet.py attentionN)."""
+    from torch.nn import functional as F
+
+    from skd_ray.models.heads import SepConv, SpatialAttention
+
+    torch.manual_seed(0)
+    gate = SpatialAttention(3)
+    sep, bn, relu = gate.down
+    assert isinstance(sep, SepConv) and isinstance(bn, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
+    kinds = [(type(m).__name__, getattr(m, "stride", None), getattr(m, "groups", None)) for m in sep.op]
+    assert kinds == [("Conv2d", (2, 2), 3), ("Conv2d", (1, 1), 1), ("BatchNorm2d", None, None), ("ReLU", None, None),
+                     ("Conv2d", (1, 1), 3), ("Conv2d", (1, 1), 1), ("BatchNorm2d", None, None), ("ReLU", None, None)]
+    for m in gate.modules():  # non-trivial BN affine parameters and statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+            m.running_mean.uniform_(-0.1, 0.1)
+    gate.eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        h = x
+        for m in sep.op:
+            if isinstance(m, nn.Conv2d):
+                h = F.conv2d(h, m.weight, None, m.stride, m.padding, 1, m.groups)
+            elif isinstance(m, nn.BatchNorm2d):
+                h = (h - m.running_mean[:, None, None]) / torch.sqrt(m.running_var[:, None, None] + m.eps) \
+                    * m.weight[:, None, None] + m.bias[:, None, None]
+            else:
+                h = h.clamp_min(0)
+        h = (h - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps) \
+            * bn.weight[:, None, None] + bn.bias[:, None, None]
+        h = nn.Upsample(scale_factor=2, mode="bilinear")(h.clamp_min(0))
+        expected = x * torch.sigmoid(h)
+        assert torch.allclose(gate(x), expected, atol=1e-6)
+        # LightSKD's adapter upsamples with align_corners=True: a different gate.
+        aligned = SpatialAttention(3, align_corners=True)
+        aligned.load_state_dict(gate.state_dict())
+        assert not torch.allclose(aligned.eval()(x), expected, atol=1e-4)
+
+
+def test_exit_head_macs_count_the_whole_gate() -> None:
+    """The gate costs two depthwise 3x3 and two pointwise convs at half resolution."""
+    from skd_ray.models.heads import ExitHead
+
+    head = ExitHead([8, 16], [2, 2], 10, attention=True)
+    feat = torch.randn(1, 8, 8, 8)
+    c, hw = 8, 4 * 4
+    gate = 2 * (hw * c * 9 + hw * c * c)
+    sepconv = hw * 8 * 9 + hw * 8 * 8 + hw * 8 * 9 + hw * 8 * 16  # 8 -> 16 channels, stride 2
+    assert count_macs(head.body[0], feat) == gate
+    assert count_macs(head, feat) == gate + sepconv + 16 * 10

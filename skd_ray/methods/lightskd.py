@@ -14,6 +14,12 @@ Loss: CE(z, y) + CE(z_aux, y) + DRG + DSR. The aux head is dropped at inference.
 The previous batch's sorted logits are method state (a buffer in the state_dict). The
 published code only refreshes that buffer inside its DRG branch; here it is refreshed
 after every step, the paper's intent.
+
+The aux head is the one of the published code (backbone/adapter.py `Istr_2`): BYOT's
+journal-code head, i.e. the full attention gate SepConv(C, C) -> BN -> ReLU -> upsample x2
+-> sigmoid, then stride-2 SepConvs to the last stage's width, pool, linear. That adapter
+upsamples with align_corners=True (BYOT's leaves it False), kept here. Its channel counts
+come from a Bottleneck ResNet (the ResNet-18 mismatch); here they follow the backbone.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class LightSkd(SelfKDMethod):
         super().__init__(backbone, params, ctx)
         s, last = params.aux_stage, len(backbone.stage_channels)
         self.aux_head = ExitHead(backbone.stage_channels[s - 1:last], backbone.stage_strides[s - 1:last],
-                                 backbone.num_classes, attention=True)
+                                 backbone.num_classes, attention=True, gate_align_corners=True)
         self.register_buffer("dsr_prev", torch.zeros(0, backbone.num_classes))
         # Each rank keeps its own previous batch; DDP must not overwrite it with rank 0's.
         self._ddp_params_and_buffers_to_ignore = ["dsr_prev"]

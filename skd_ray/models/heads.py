@@ -33,20 +33,22 @@ class SepConv(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """BYOT journal-code attention: sepconv stride 2 -> BN -> ReLU -> upsample -> sigmoid gate."""
+    """BYOT journal-code attention gate (resnet.py `attentionN`), multiplied onto its input:
+    SepConv(C, C) (stride 2) -> BN -> ReLU -> bilinear upsample x2 -> sigmoid.
 
-    def __init__(self, ch: int) -> None:
+    `align_corners` is the upsampling's: the BYOT code leaves it False, LightSKD's stage-2
+    adapter sets it True.
+    """
+
+    def __init__(self, ch: int, align_corners: bool = False) -> None:
         super().__init__()
-        self.down = nn.Sequential(
-            nn.Conv2d(ch, ch, 3, 2, 1, groups=ch, bias=False),
-            nn.Conv2d(ch, ch, 1, bias=False),
-            nn.BatchNorm2d(ch),
-            nn.ReLU(),
-        )
+        self.down = nn.Sequential(SepConv(ch, ch, 2), nn.BatchNorm2d(ch), nn.ReLU())
+        self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Upsampling to the input's exact size (not a fixed x2) keeps odd sizes (7x7) working.
-        gate = F.interpolate(self.down(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        # Upsampling to the input's exact size (not a fixed x2) keeps odd sizes (7x7) working;
+        # for even sizes it is the code's x2.
+        gate = F.interpolate(self.down(x), size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         return x * torch.sigmoid(gate)
 
 
@@ -59,12 +61,13 @@ class ExitHead(nn.Module):
     """
 
     def __init__(
-        self, channels: list[int], strides: list[int], num_classes: int, attention: bool
+        self, channels: list[int], strides: list[int], num_classes: int, attention: bool,
+        gate_align_corners: bool = False,
     ) -> None:
         super().__init__()
         in_ch, out_ch = channels[0], channels[-1]
         if attention:
-            layers: list[nn.Module] = [SpatialAttention(in_ch)]
+            layers: list[nn.Module] = [SpatialAttention(in_ch, gate_align_corners)]
             for c_in, c_out, s in zip(channels[:-1], channels[1:], strides[1:]):
                 layers.append(SepConv(c_in, c_out, s))
             if len(channels) == 1:

@@ -132,3 +132,12 @@ def test_validate_params_rejects_impossible_values():
         with pytest.raises(ConfigError):
             LightSkd.validate_params(replace(LightSkdParams(), **bad), 4)
     LightSkd.validate_params(LightSkdParams(aux_stage=3), 4)
+
+
+def test_aux_head_is_the_published_adapter():
+    """adapter.py Istr_2: BYOT's full attention gate, upsampled with align_corners=True."""
+    from skd_ray.models.heads import SepConv, SpatialAttention
+
+    gate = make().aux_head.body[0]
+    assert isinstance(gate, SpatialAttention) and gate.align_corners
+    assert isinstance(gate.down[0], SepConv) and isinstance(gate.down[1], torch.nn.BatchNorm2d)
