@@ -1,9 +1,11 @@
 """Accuracy of every exit, of their ensemble and of the dynamic early-exit policy.
 
 Dynamic early exit (BYOT): take the first exit, shallow to deep, whose maximum softmax
-probability reaches the threshold; if none does, answer with the ensemble (mean softmax of
-all exits). The policy's compute per sample is the cumulative cost of the exits it ran.
-Results are sums over samples so that shards of a distributed evaluation add up exactly.
+probability reaches its threshold; if none does, answer with the ensemble of all exits. The
+method's `ExitPolicy` says what the ensemble averages (logits, as the BYOT journal code does,
+or probabilities) and may give each exit its own threshold as an offset to the swept one.
+The policy's compute per sample is the cumulative cost of the exits it ran. Results are sums
+over samples so that shards of a distributed evaluation add up exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from skd_ray.methods.base import FINAL, ExitCost
+from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy
 
 
 def threshold_key(threshold: float) -> str:
@@ -20,13 +22,23 @@ def threshold_key(threshold: float) -> str:
     return f"t{threshold:g}"
 
 
+def exit_thresholds(threshold: float, num_exits: int, policy: ExitPolicy) -> torch.Tensor:
+    """Per-exit thresholds at swept value `threshold`: plus the policy's offsets, in [0, 1]."""
+    offsets = torch.tensor(policy.threshold_offsets or (0.0,) * num_exits, dtype=torch.float64)
+    if offsets.numel() != num_exits:
+        raise ValueError(f"{offsets.numel()} threshold offsets for {num_exits} exits")
+    return (threshold + offsets).clamp(0.0, 1.0)
+
+
 def exit_metric_sums(logits: dict[str, torch.Tensor], y: torch.Tensor,
-                     costs: dict[str, ExitCost], thresholds: list[float]) -> dict[str, torch.Tensor]:
+                     costs: dict[str, ExitCost], thresholds: list[float],
+                     policy: ExitPolicy | None = None) -> dict[str, torch.Tensor]:
     """Per-batch sums: correct counts per exit, ensemble, and dynamic policy per threshold.
 
     Keys: `acc.<exit>`, `acc.ensemble`, `acc.dynamic_<t>`, `compute.dynamic_<t>` (sums over
     the batch; divide by the sample count for means). Single-exit methods get `acc.final`.
     """
+    policy = policy or ExitPolicy()
     sums: dict[str, torch.Tensor] = {}
     probs = {name: torch.softmax(z.float(), dim=1) for name, z in logits.items()}
     for name, z in logits.items():
@@ -36,12 +48,16 @@ def exit_metric_sums(logits: dict[str, torch.Tensor], y: torch.Tensor,
     names = list(logits)
     assert names[-1] == FINAL, "predict() must list the deployable exit last"
     stacked = torch.stack([probs[n] for n in names])  # (exits, batch, classes)
-    ensemble = stacked.mean(0)
+    if policy.ensemble == "softmax":
+        ensemble = stacked.mean(0)
+    else:
+        ensemble = torch.stack([logits[n].float() for n in names]).mean(0)
     sums["acc.ensemble"] = (ensemble.argmax(1) == y).sum().float()
     conf, pred = stacked.max(dim=2)  # (exits, batch)
     cumulative = torch.tensor([costs[n].cumulative for n in names], device=y.device)
     for t in thresholds:
-        confident = conf >= t
+        per_exit = exit_thresholds(t, len(names), policy).to(conf.device, conf.dtype)
+        confident = conf >= per_exit[:, None]
         any_conf = confident.any(0)
         first = torch.where(any_conf, confident.float().argmax(0), torch.full_like(y, len(names) - 1))
         chosen = pred.gather(0, first[None]).squeeze(0)

@@ -143,7 +143,7 @@ def evaluate(method: SelfKDMethod, loader: Any, cfg: TrainConfig, device: torch.
             logits = method.predict(x)
         if costs is None:
             costs = method.exit_costs(x)
-        batch = exit_metric_sums(logits, y, costs, cfg.eval.thresholds)
+        batch = exit_metric_sums(logits, y, costs, cfg.eval.thresholds, method.exit_policy())
         batch["loss"] = nn.functional.cross_entropy(logits["final"].float(), y, reduction="sum")
         for k, v in batch.items():
             sums[k] = sums[k] + v if k in sums else v

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -19,11 +21,12 @@ NUM_CLASSES = 3
 
 
 def tiny_byot(exits: list[int] | None = None, *, attention: bool = True, kd_t_squared: bool = False,
-              alpha: float = 0.4, temperature: float = 2.5, hint_weight: float = 0.2, seed: int = 0) -> Byot:
+              alpha: float = 0.4, temperature: float = 2.5, hint_weight: float = 0.2, seed: int = 0,
+              **kw: object) -> Byot:
     torch.manual_seed(seed)
     backbone = StagedResNet([1, 1, 1, 1], 2, 1, NUM_CLASSES)
     params = ByotParams(exits=exits or [1, 2, 3], attention=attention, alpha=alpha, temperature=temperature,
-                        hint_weight=hint_weight, kd_t_squared=kd_t_squared)
+                        hint_weight=hint_weight, kd_t_squared=kd_t_squared, **kw)
     return Byot(backbone, params)
 
 
@@ -56,10 +59,26 @@ def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(((a - b) ** 2).sum())
 
 
+def hint_by_hand(a: torch.Tensor, b: torch.Tensor, reduction: str) -> torch.Tensor:
+    """`batch`: one L2 norm over the whole batch (torch.dist); `per_sample`: the mean of the
+    rows' L2 norms times sqrt(128), the journal code's batch size."""
+    if reduction == "batch":
+        return l2_distance(a, b)
+    return sum(l2_distance(a[i], b[i]) for i in range(a.shape[0])) / a.shape[0] * math.sqrt(128)
+
+
 @pytest.mark.parametrize("kd_t_squared", [False, True])
-@pytest.mark.parametrize("exits", [[1, 2, 3], [2]])
-def test_loss_matches_hand_formula(kd_t_squared: bool, exits: list[int]) -> None:
-    method = tiny_byot(exits, kd_t_squared=kd_t_squared)
+@pytest.mark.parametrize("exits,hint_exits,hinted", [
+    ([1, 2, 3], "code", [1, 2]),  # train.py: no hint on the exit right below the final stage
+    ([1, 2, 3], "all", [1, 2, 3]),
+    ([2, 3], "code", [2]),
+    ([2], "code", [2]),
+])
+@pytest.mark.parametrize("reduction", ["per_sample", "batch"])
+def test_loss_matches_hand_formula(kd_t_squared: bool, exits: list[int], hint_exits: str, hinted: list[int],
+                                   reduction: str) -> None:
+    method = tiny_byot(exits, kd_t_squared=kd_t_squared, hint_exits=hint_exits, hint_reduction=reduction)
+    assert sorted(method.hint_proj) == [f"exit{s}" for s in hinted]
     p = method.params
     x, y = batch()
     out = method(x, y)
@@ -75,13 +94,16 @@ def test_loss_matches_hand_formula(kd_t_squared: bool, exits: list[int]) -> None
             name = f"exit{s}"
             pooled, z = method.heads[name](feats[s - 1])
             pooled, z = pooled.double(), z.double()
-            proj = method.hint_proj[name]
-            w_f = pooled @ proj.weight.double().T + proj.bias.double()
             ce = cross_entropy(z, y)
             kd = kl_by_hand(z_deep, z, p.temperature) * (p.temperature**2 if kd_t_squared else 1.0)
-            hint = l2_distance(w_f, f_deep)
-            expected_terms.update({f"ce_{name}": ce, f"kd_{name}": kd, f"hint_{name}": hint})
-            total = total + (1 - p.alpha) * ce + p.alpha * kd + p.hint_weight * hint
+            expected_terms.update({f"ce_{name}": ce, f"kd_{name}": kd})
+            total = total + (1 - p.alpha) * ce + p.alpha * kd
+            if s in hinted:
+                proj = method.hint_proj[name]
+                w_f = pooled @ proj.weight.double().T + proj.bias.double()
+                hint = hint_by_hand(w_f, f_deep, reduction)
+                expected_terms[f"hint_{name}"] = hint
+                total = total + p.hint_weight * hint
 
     assert set(out.terms) == set(expected_terms)
     for key, value in expected_terms.items():
@@ -173,6 +195,7 @@ def test_exit_placement_changes_the_model() -> None:
     one, three = tiny_byot([1]), tiny_byot([1, 2, 3])
     assert list(one.heads) == ["exit1"] and list(one.hint_proj) == ["exit1"]
     assert list(three.heads) == ["exit1", "exit2", "exit3"]
+    assert list(three.hint_proj) == ["exit1", "exit2"]  # journal code: no hint on the stage-3 exit
     assert n_params(three) > n_params(one) > n_params(one.backbone)
     assert n_params(one.backbone) == n_params(three.backbone)
     x, _ = batch()
@@ -190,7 +213,7 @@ def test_exits_sorted_shallow_to_deep() -> None:
     method.eval()
     assert list(method.predict(x)) == ["exit1", "exit3", FINAL]
     assert set(method(x, y).terms) == {"ce_final", "ce_exit1", "kd_exit1", "hint_exit1",
-                                       "ce_exit3", "kd_exit3", "hint_exit3"}
+                                       "ce_exit3", "kd_exit3"}
 
 
 def test_predict_final_is_the_backbone_and_matches_forward_logits() -> None:
@@ -288,3 +311,49 @@ def test_registry_builds_byot() -> None:
     keys = method.state_dict().keys()
     assert any(k.startswith("heads.exit2.") for k in keys)
     assert any(k.startswith("hint_proj.exit2.") for k in keys)
+
+
+def test_exit_policy_follows_the_params() -> None:
+    from skd_ray.methods import ExitPolicy
+
+    assert tiny_byot().exit_policy() == ExitPolicy("logits", ())  # journal code: mean of logits
+    method = tiny_byot([1, 3], ensemble="softmax", threshold_offsets=[0.01, 0.02, 0.03, 0.04])
+    assert method.exit_policy() == ExitPolicy("softmax", (0.01, 0.03, 0.04))  # stages 1, 3, final
+
+
+@pytest.mark.parametrize("bad", [{"hint_exits": "none"}, {"hint_reduction": "mean"}, {"ensemble": "vote"},
+                                 {"reference_batch": 0}, {"threshold_offsets": [0.0, 0.1]}])
+def test_validate_rejects_unknown_options(bad: dict) -> None:
+    from dataclasses import replace
+
+    from skd_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        Byot.validate_params(replace(ByotParams(), **bad), 4)
+    Byot.validate_params(ByotParams(threshold_offsets=[0.0, 0.01, 0.02, 0.03]), 4)
+
+
+def test_evaluation_uses_the_methods_exit_policy() -> None:
+    """engine.evaluate's ensemble and dynamic policy come from the method's ExitPolicy."""
+    from dataclasses import replace
+
+    from tiny_byot import tiny_byot_eval
+
+    from skd_ray.config import TrainConfig
+    from skd_ray.early_exit import exit_metric_sums
+    from skd_ray.engine import evaluate
+
+    cfg = TrainConfig()
+    cfg = replace(cfg, eval=replace(cfg.eval, thresholds=[0.4]))
+    seen = []
+    for policy in ({"ensemble": "softmax", "threshold_offsets": [0.3, 0.0, 0.2, 0.1]}, {}):
+        method, split, loader = tiny_byot_eval(12, 12)
+        method.params = replace(method.params, **policy)
+        metrics = evaluate(method, loader, cfg, torch.device("cpu"))
+        with torch.no_grad():
+            sums = exit_metric_sums(method.predict(split.images), split.labels, method.exit_costs(split.images),
+                                    [0.4], method.exit_policy())
+        for key in ("acc.ensemble", "acc.dynamic_t0.4", "compute.dynamic_t0.4"):
+            assert metrics[f"val_{key}"] == pytest.approx(float(sums[key]) / 12), key
+        seen.append(metrics["val_compute.dynamic_t0.4"])
+    assert seen[0] != pytest.approx(seen[1])  # the offsets changed where samples leave

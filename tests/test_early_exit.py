@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from skd_ray.early_exit import exit_metric_sums, threshold_key
-from skd_ray.methods.base import FINAL, ExitCost
+from skd_ray.early_exit import exit_metric_sums, exit_thresholds, threshold_key
+from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy
 
 # Probabilities per exit (rows: samples 0..3, columns: classes 0..2). Logits are their logs,
 # so softmax gives these numbers back.
@@ -73,8 +73,8 @@ def test_single_sample_routes(sample: int, threshold: float, exit_cost: float, c
     assert float(sums[f"acc.dynamic_{key}"]) == correct
 
 
-def test_ensemble_fallback_uses_mean_softmax_not_final() -> None:
-    # final says class 0 with 0.5; the two shallow exits lean to class 1 -> mean softmax is class 1
+def test_ensemble_fallback_uses_the_ensemble_not_final() -> None:
+    # final says class 0 with 0.5; the two shallow exits lean to class 1 -> the ensemble is class 1
     sums = exit_metric_sums(logits(slice(3, 4)), torch.tensor([1]), COSTS, [0.99])
     assert float(sums["acc.final"]) == 0
     assert float(sums["acc.ensemble"]) == 1
@@ -116,3 +116,44 @@ def test_threshold_key() -> None:
     assert threshold_key(0.95) == "t0.95"
     assert threshold_key(1.0) == "t1"
     assert math.isclose(float(threshold_key(0.875)[1:]), 0.875)
+
+
+# Two exits where averaging logits and averaging probabilities disagree:
+#   exit1 logits [4, 0] -> softmax [0.982, 0.018]; exit2 and final [0, 1.5] -> [0.182, 0.818]
+#   mean of logits: [1.333, 1.0] -> class 0; mean of softmax: [0.449, 0.551] -> class 1
+DISAGREE = {"exit1": torch.tensor([[4.0, 0.0]]), "exit2": torch.tensor([[0.0, 1.5]]),
+            FINAL: torch.tensor([[0.0, 1.5]])}
+
+
+@pytest.mark.parametrize("ensemble,label", [("logits", 0), ("softmax", 1)])
+def test_ensemble_mode(ensemble: str, label: int) -> None:
+    sums = exit_metric_sums(DISAGREE, torch.tensor([label]), COSTS, [1.0], ExitPolicy(ensemble))
+    assert float(sums["acc.ensemble"]) == 1
+    assert float(sums["acc.dynamic_t1"]) == 1  # nobody reaches 1.0: the ensemble answers
+    wrong = exit_metric_sums(DISAGREE, torch.tensor([1 - label]), COSTS, [1.0], ExitPolicy(ensemble))
+    assert float(wrong["acc.ensemble"]) == 0
+
+
+def test_default_ensemble_averages_logits() -> None:
+    assert float(exit_metric_sums(DISAGREE, torch.tensor([0]), COSTS, [1.0])["acc.ensemble"]) == 1
+
+
+def test_per_exit_thresholds_offset_the_swept_one() -> None:
+    # t=0.9 with exit1 at 0.92: s0 (exit1 0.91) no longer leaves at exit1; exit2 0.80 and final
+    # 0.88 are below 0.9 -> ensemble (class 1, wrong). s1 exit2 (wrong, 0.5), s2 final (right,
+    # 1.25), s3 ensemble (right, 1.25): 2 correct, compute 1.25 + 0.5 + 1.25 + 1.25 = 4.25.
+    policy = ExitPolicy("logits", (0.02, 0.0, 0.0))
+    sums = exit_metric_sums(logits(), LABELS, COSTS, [0.9], policy)
+    assert float(sums["acc.dynamic_t0.9"]) == 2
+    assert float(sums["compute.dynamic_t0.9"]) == pytest.approx(4.25)
+    zero = exit_metric_sums(logits(), LABELS, COSTS, [0.9], ExitPolicy("logits", (0.0, 0.0, 0.0)))
+    assert float(zero["acc.dynamic_t0.9"]) == EXPECTED["acc.dynamic_t0.9"]
+    assert float(zero["compute.dynamic_t0.9"]) == EXPECTED["compute.dynamic_t0.9"]
+
+
+def test_exit_thresholds_are_clipped_and_checked() -> None:
+    got = exit_thresholds(0.95, 3, ExitPolicy("logits", (-0.05, 0.0, 0.1)))
+    assert got.tolist() == pytest.approx([0.9, 0.95, 1.0])
+    assert exit_thresholds(0.5, 2, ExitPolicy()).tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError):
+        exit_thresholds(0.9, 3, ExitPolicy("logits", (0.0, 0.0)))

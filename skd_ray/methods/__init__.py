@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.errors import ConfigError
-from skd_ray.methods.base import FINAL, ExitCost, MethodContext, MethodOutput, SelfKDMethod
+from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy, MethodContext, MethodOutput, SelfKDMethod
 
 
 @dataclass(frozen=True)
@@ -62,5 +62,5 @@ def build_method(name: str, backbone: Any, params: Any, ctx: MethodContext | Non
 # Importing the modules registers them.
 from skd_ray.methods import byot, lightskd, pskd, srdl, teskd, tfd, tfkd_reg, vanilla  # noqa: E402,F401
 
-__all__ = ["FINAL", "METHODS", "ExitCost", "MethodContext", "MethodOutput", "MethodSpec", "SelfKDMethod",
+__all__ = ["FINAL", "METHODS", "ExitCost", "ExitPolicy", "MethodContext", "MethodOutput", "MethodSpec", "SelfKDMethod",
            "build_method", "get_method_spec", "register_method"]

@@ -39,6 +39,21 @@ FINAL = "final"  # name of the deployable exit (the backbone's own classifier)
 
 
 @dataclass(frozen=True)
+class ExitPolicy:
+    """How a multi-exit method answers at inference besides its single exits.
+
+    `ensemble`: "logits" averages the exits' logits (the BYOT journal code's ensemble),
+    "softmax" averages their probabilities. `threshold_offsets`: one per exit, in `predict`'s
+    order, added to each swept confidence threshold t of the dynamic early-exit policy and
+    clipped to [0, 1], so every exit may have its own threshold while the sweep (and its
+    metric names, keyed by t) stays; empty means one shared threshold.
+    """
+
+    ensemble: str = "logits"
+    threshold_offsets: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class MethodContext:
     """Facts about the run a method may size its state by (per-sample caches need N)."""
 
@@ -103,6 +118,10 @@ class SelfKDMethod(nn.Module):
 
     def _exit_costs(self, one: torch.Tensor, full_macs: int) -> dict[str, ExitCost]:
         return {FINAL: ExitCost(1.0, 1.0)}
+
+    def exit_policy(self) -> ExitPolicy:
+        """Ensemble and per-exit thresholds of the early-exit evaluation (multi-exit methods)."""
+        return ExitPolicy()
 
     def deployable(self) -> nn.Module:
         """The network kept at inference (exits and students stripped)."""
