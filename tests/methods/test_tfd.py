@@ -137,3 +137,17 @@ def test_validate_params_rejects_impossible_values():
     with pytest.raises(ConfigError):
         Tfd.validate_params(TfdParams(), 1)
     Tfd.validate_params(TfdParams(), 4)
+
+
+def test_defaults_follow_the_authors_code():
+    """run.sh trains with both terms: inter 5e-3 and intra 4e-4, all pairs, 20-epoch warm-up."""
+    p = TfdParams()
+    assert (p.intra, p.l_inter, p.l_intra, p.pairs, p.warmup_epochs) == (True, 5e-3, 4e-4, "all", 20)
+    m = Tfd(tiny_backbone(width=2), p)
+    m.on_epoch_start(19, 40)
+    x, y = batch(n=3)
+    out = m(x, y)
+    feats = m.backbone.forward_stages(x)
+    intra = sum(intra_by_hand(f) for f in feats) / len(feats)
+    expected = cross_entropy(m.backbone.classify(feats[-1]), y) + 5e-3 * inter_by_hand(feats, m.pairs) + 4e-4 * intra
+    assert close(out.loss, expected)
