@@ -156,8 +156,9 @@ class Srdl(SelfKDMethod):
         rows, filled = self.cache.read(index)
         missing = ~filled
         if not self._cache_complete and bool(missing.any()):
-            rows[missing] = self.snapshot(x[missing]).float()
-            self.cache.write(index[missing], rows[missing])
+            self.cache.write(index[missing], self.snapshot(x[missing]).float())
+            rows[missing] = self.cache.read(index[missing])[0]  # as stored (half precision): the
+            # filling step distils from the same teacher as every later epoch and a resumed run
         return rows
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MethodOutput:

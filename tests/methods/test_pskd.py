@@ -31,7 +31,7 @@ def test_first_visit_uses_one_hot_and_stores_predictions():
     z = m.backbone(x)
     assert close(out.loss, cross_entropy(z, y))  # alpha_t > 0, but nothing remembered yet
     assert m.memory.filled.tolist() == [True, False, False, False, True, False]
-    assert torch.allclose(m.memory.values[idx].double(), softmax(z), atol=1e-6)
+    assert close(m.memory.values[idx], softmax(z), tol=5e-4)  # half precision: 2^-11 relative
 
 
 def test_targets_mix_one_hot_and_last_epoch_predictions():
@@ -49,7 +49,7 @@ def test_targets_mix_one_hot_and_last_epoch_predictions():
     targets[0] += 0.4 * remembered.double()
     targets[1, int(y2[1])] = 1.0
     assert close(out.loss, soft_cross_entropy(targets, z2))
-    assert torch.allclose(m.memory.values[0].double(), softmax(z2)[0], atol=1e-6)  # refreshed
+    assert close(m.memory.values[0], softmax(z2)[0], tol=5e-4)  # refreshed
 
 
 def test_memory_is_not_differentiable_and_gradients_reach_the_backbone():
