@@ -2,9 +2,9 @@
 
 `--final-top K --seeds S` retrains a finished search's K best configurations (final
 evaluation), `--export-best DIR` writes its best model for plain PyTorch, and
-`--multi-objective` turns a search into an accuracy/compute Pareto search. `skd_ray.cli`
+`--multi-objective` turns a search into an accuracy/compute Pareto search. `skd_ray.cli.main`
 owns parsing, errors and exit codes; this module keeps these options in one place.
-Heavy modules (torch, Ray, MLflow) are imported only when an option is used.
+Ray is imported only when a final evaluation runs (by `skd_ray.final_eval`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable
 from skd_ray.errors import SkdError
+from skd_ray.export import ExportRequest, export_best
+from skd_ray.final_eval import FinalRequest, describe, plan_final, run_final_eval
+from skd_ray.final_summary import final_seeds
+from skd_ray.multi_objective import (
+    DEFAULT_THRESHOLD,
+    check_multi_objective,
+    format_front,
+    objectives,
+    record_pareto_front,
+)
+from skd_ray.tracking import check_reachable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,8 +69,6 @@ def check_combination(args: argparse.Namespace) -> None:
 
 def run_finished_search(args: argparse.Namespace, uri: str, experiment: str) -> int:
     """--export-best, then --final-top, on the latest (or --search) search of `experiment`."""
-    from skd_ray.tracking import check_reachable
-
     check_reachable(uri)
     code = 0
     if args.export_best is not None:
@@ -69,8 +79,6 @@ def run_finished_search(args: argparse.Namespace, uri: str, experiment: str) -> 
 
 
 def export_best_model(args: argparse.Namespace, uri: str, experiment: str) -> None:
-    from skd_ray.export import ExportRequest, export_best
-
     outcome = export_best(ExportRequest(uri, experiment, args.export_best, args.search, args.export_keep_exits))
     src = outcome.metadata["source"]
     print(f"exported {src['trial']} of {src['search']} (best val_acc {src['best_val_acc']:.4f}, epoch "
@@ -79,10 +87,6 @@ def export_best_model(args: argparse.Namespace, uri: str, experiment: str) -> No
 
 
 def final_evaluation(args: argparse.Namespace, uri: str, experiment: str) -> int:
-    from skd_ray.cli import EXIT_INTERRUPTED, check_writable
-    from skd_ray.final_eval import FinalRequest, describe, plan_final, run_final_eval
-    from skd_ray.final_summary import final_seeds
-
     seeds = final_seeds(args.seeds, args.seed)
     storage = str(Path(args.storage).resolve())
     req = FinalRequest(
@@ -106,8 +110,6 @@ def search_objectives(args: argparse.Namespace, space: Any) -> list[tuple[str, s
     """The objectives of a --multi-objective search (checked against the space), else []."""
     if not args.multi_objective:
         return []
-    from skd_ray.multi_objective import DEFAULT_THRESHOLD, check_multi_objective, objectives
-
     threshold = args.compute_threshold if args.compute_threshold is not None else DEFAULT_THRESHOLD
     check_multi_objective(space, threshold)
     return objectives(threshold)
@@ -120,8 +122,6 @@ def objective_tags(objs: list[tuple[str, str]]) -> dict[str, str]:
 
 def report_pareto_front(uri: str, experiment_id: str, parent_run_id: str, objs: list[tuple[str, str]]) -> None:
     """Tag, log and print the Pareto front of a finished multi-objective search."""
-    from skd_ray.multi_objective import format_front, record_pareto_front
-
     trials = record_pareto_front(uri, experiment_id, parent_run_id, objs)
     front = sum(t.on_front for t in trials)
     print(f"Pareto front ({front} of {len(trials)} completed trials; tagged skd.pareto=true in MLflow, "
