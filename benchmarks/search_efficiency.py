@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
+from skd_ray.results.tracking import client
 from skd_ray.search import SearchRequest, connect_ray, run_search
 from skd_ray.space import load_space
-from skd_ray.tracking import client
 
 TOLERANCE = 0.005  # 0.5 points of accuracy
 

@@ -137,7 +137,7 @@ def run_job(key: str, job: dict[str, Any], mailbox: Any, rank: int) -> None:
 
     from skd_ray.engine import fit
     from skd_ray.errors import SkdError
-    from skd_ray.tracking import TrialTracker
+    from skd_ray.results.tracking import TrialTracker
     from skd_ray.training.resolve import resolve_config
 
     cfg = resolve_config(job["flat"])

@@ -28,8 +28,8 @@ from torch import nn
 
 from skd_ray.errors import SkdError
 from skd_ray.final_summary import select_top_configs
-from skd_ray.report import decode_params, find_search_run, search_run_id, trial_rows
-from skd_ray.tracking import client
+from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
+from skd_ray.results.tracking import client
 from skd_ray.training.resolve import resolve_config
 
 CHECKPOINT_ARTIFACT = "best_checkpoint.pt"

@@ -26,9 +26,9 @@ from skd_ray.final_summary import (
     shared_items,
     summarize,
 )
-from skd_ray.report import find_search_run, search_run_id, trial_rows
+from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
+from skd_ray.results.tracking import STATUS_TAG, child_runs, client, log_params, param_text
 from skd_ray.space import SearchSpace
-from skd_ray.tracking import STATUS_TAG, child_runs, client, log_params, param_text
 from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)

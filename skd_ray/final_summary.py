@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.report import TrialRow, decode_params, format_table, varying_params
+from skd_ray.results.leaderboard import TrialRow, decode_params, format_table, varying_params
 
 # Trials whose validation accuracy may rank them: finished ones (ASHA-stopped trials are
 # ranked by what they reached; failed and unfinished ones are not candidates).

@@ -17,10 +17,8 @@ from typing import Any
 from ray import tune
 
 from skd_ray.errors import SkdError
-from skd_ray.search_report import log_search_plots
-from skd_ray.search_state import STATE_FILE, read_state, saved_request_fields, write_state
-from skd_ray.space import SearchSpace
-from skd_ray.tracking import (
+from skd_ray.results.artifacts import log_search_plots
+from skd_ray.results.tracking import (
     LAST_ERROR_TAG,
     STATUS_TAG,
     client,
@@ -30,6 +28,8 @@ from skd_ray.tracking import (
     reopen_run,
     start_search_run,
 )
+from skd_ray.search_state import STATE_FILE, read_state, saved_request_fields, write_state
+from skd_ray.space import SearchSpace
 from skd_ray.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
 
 # Memory reserved for the trial process itself (see trial_resources).

@@ -20,8 +20,8 @@ from typing import Any, NoReturn
 
 from skd_ray.engine import fit
 from skd_ray.errors import SkdError
+from skd_ray.results.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
 from skd_ray.space import SearchSpace
-from skd_ray.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
 from skd_ray.training.resolve import resolve_config
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).

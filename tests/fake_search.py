@@ -1,6 +1,6 @@
 """A finished cross-method search written into a real MLflow store, without training.
 
-The runs are created by skd_ray.tracking itself (parent run, child runs with params, tags,
+The runs are created by skd_ray.results.tracking itself (parent run, child runs with params, tags,
 per-epoch metrics and statuses) with made-up numbers, so plot and report tests read exactly
 what a search writes, in milliseconds instead of a Ray search's minutes.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from skd_ray.tracking import TrialTracker, finish_trial_run, start_search_run, start_trial_run
+from skd_ray.results.tracking import TrialTracker, finish_trial_run, start_search_run, start_trial_run
 
 THRESHOLDS = (0.5, 0.9, 0.99)
 # Relative compute of BYOT's exits (standalone) and of reaching the last one with every head.

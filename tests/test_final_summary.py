@@ -18,7 +18,7 @@ from skd_ray.final_summary import (
     shared_items,
     summarize,
 )
-from skd_ray.report import TrialRow
+from skd_ray.results.leaderboard import TrialRow
 from skd_ray.training.resolve import resolve_config
 
 

@@ -49,7 +49,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """One MLflow store and experiment for the module (creating a SQLite store takes seconds)."""
-    from skd_ray.tracking import get_or_create_experiment
+    from skd_ray.results.tracking import get_or_create_experiment
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     return uri, get_or_create_experiment(uri, "ddp")

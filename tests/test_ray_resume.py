@@ -39,7 +39,7 @@ def crash_once_in_epoch_3(loop_config: dict[str, Any]) -> None:
 
     from skd_ray.engine import fit
     from skd_ray.ray_sessions import RaySession
-    from skd_ray.tracking import TrialTracker
+    from skd_ray.results.tracking import TrialTracker
     from skd_ray.training.resolve import resolve_config
 
     class CrashingSession(RaySession):
@@ -74,7 +74,7 @@ def run_trainer(fn: Any, tmp_path: Path, name: str, uri: str, run_id: str) -> An
 def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from skd_ray.tracking import get_or_create_experiment
+    from skd_ray.results.tracking import get_or_create_experiment
     from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
     from skd_ray.trial import train_worker
 

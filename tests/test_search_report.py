@@ -1,5 +1,5 @@
 """Plots on a search's parent run and the Markdown report, from a real MLflow store (SQLite)
-holding a finished search written by skd_ray.tracking with made-up numbers."""
+holding a finished search written by skd_ray.results.tracking with made-up numbers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from fake_search import BEST, TRIALS, write_fake_search
 from mlflow import MlflowClient
 
 from skd_ray.cli import main
-from skd_ray.plots import PLOTS
-from skd_ray.search_report import log_search_plots, write_report
+from skd_ray.results.artifacts import log_search_plots, write_report
+from skd_ray.results.plots import PLOTS
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from skd_ray.multi_objective import (
     objectives,
     record_pareto_front,
 )
-from skd_ray.tracking import check_reachable
+from skd_ray.results.tracking import check_reachable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

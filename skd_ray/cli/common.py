@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from skd_ray.errors import ensure_writable_directory
-from skd_ray.report import find_search_run, format_leaderboard, trial_rows
-from skd_ray.search_report import write_report
+from skd_ray.results.artifacts import write_report
+from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXIT_USER_ERROR = 2

@@ -24,9 +24,9 @@ from skd_ray.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, REPO_ROOT, sho
 from skd_ray.cli.search import resume_search, run_debug, run_ray_search
 from skd_ray.errors import ConfigError, SkdError
 from skd_ray.methods import get_method_spec
-from skd_ray.report import search_run_id
+from skd_ray.results.leaderboard import search_run_id
+from skd_ray.results.tracking import check_reachable, default_tracking_uri
 from skd_ray.space import load_space, load_yaml
-from skd_ray.tracking import check_reachable, default_tracking_uri
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,13 @@ from skd_ray.cli.after import objective_tags, report_pareto_front, search_object
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hint, show_results
 from skd_ray.engine import fit
 from skd_ray.errors import SkdError
-from skd_ray.tracking import TrialTracker, check_reachable, finish_trial_run, start_search_run, start_trial_run
+from skd_ray.results.tracking import (
+    TrialTracker,
+    check_reachable,
+    finish_trial_run,
+    start_search_run,
+    start_trial_run,
+)
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 

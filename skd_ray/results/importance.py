@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from skd_ray.report import TrialRow, decode_params, varying_params
+from skd_ray.results.leaderboard import TrialRow, decode_params, varying_params
 
 
 class ImportanceUnavailable(Exception):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.tracking import STATUS_TAG, client
+from skd_ray.results.tracking import STATUS_TAG, client
 
 
 @dataclass

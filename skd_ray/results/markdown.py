@@ -11,9 +11,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from skd_ray.plots import PLOT_TITLES, PLOTS, PlotSet
-from skd_ray.report import best_config, leaderboard_table, varying_params
-from skd_ray.search_data import SearchData
+from skd_ray.results.leaderboard import best_config, leaderboard_table, varying_params
+from skd_ray.results.plots import PLOT_TITLES, PLOTS, PlotSet
+from skd_ray.results.search_data import SearchData
 
 
 def render_report(data: SearchData, plots: PlotSet, report_dir: Path) -> str:

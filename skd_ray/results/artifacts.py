@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skd_ray.errors import ensure_writable_directory
-from skd_ray.tracking import client
+from skd_ray.results.tracking import client
 
 if TYPE_CHECKING:
-    from skd_ray.plots import PlotSet
+    from skd_ray.results.plots import PlotSet
 
 PLOTS_ARTIFACT_DIR = "plots"
 REPORT_FILE = "report.md"
@@ -32,8 +32,8 @@ def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet |
     failed one. Any error is printed as one warning line and None is returned.
     """
     try:
-        from skd_ray.plots import draw_search_plots
-        from skd_ray.search_data import load_search_data
+        from skd_ray.results.plots import draw_search_plots
+        from skd_ray.results.search_data import load_search_data
 
         data = load_search_data(uri, experiment, parent_run_id)
         with tempfile.TemporaryDirectory(prefix="skd_plots_") as tmp:
@@ -54,7 +54,7 @@ def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet |
 
 def skipped_text(plots: PlotSet) -> str:
     """One line per plot not drawn, with the reason."""
-    from skd_ray.plots import PLOT_TITLES
+    from skd_ray.results.plots import PLOT_TITLES
 
     return "".join(f"{PLOT_TITLES.get(name, name)} ({name}): {reason}\n" for name, reason in plots.skipped.items())
 
@@ -62,9 +62,9 @@ def skipped_text(plots: PlotSet) -> str:
 def write_report(uri: str, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
     """Write `report.md` and its PNG plots into `report_dir` for the given (or latest) search
     of `experiment`; returns the path of report.md."""
-    from skd_ray.markdown_report import render_report
-    from skd_ray.plots import draw_search_plots
-    from skd_ray.search_data import load_search_data
+    from skd_ray.results.markdown import render_report
+    from skd_ray.results.plots import draw_search_plots
+    from skd_ray.results.search_data import load_search_data
 
     out = ensure_writable_directory(report_dir, "report directory", "--report")
     data = load_search_data(uri, experiment, parent_run_id)
