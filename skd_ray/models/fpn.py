@@ -41,18 +41,40 @@ class TopDownFPN(nn.Module):
         out: dict[int, torch.Tensor] = {}
         for i in range(self.num_stages - 1, self.lowest - 1, -1):
             lateral = self.laterals[str(i)](feats[i - 1])
-            up = F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True)
-            up = self.upsample[str(i)](up)
+            conv, bn, relu = self.upsample[str(i)]
+            # The official order is upsample -> 1x1 conv -> BN -> ReLU. A 1x1 conv (no bias) and
+            # bilinear interpolation are both linear, one across channels, the other across
+            # pixels, so they commute exactly: running the conv before upsampling computes the
+            # same map with a quarter of the multiply-adds.
+            up = F.interpolate(conv(top), size=lateral.shape[-2:], mode="bilinear", align_corners=True)
+            up = relu(bn(up))
             top = self.fuse[str(i)](torch.cat([up + lateral, up], dim=1))
             out[i] = top
         return out
+
+
+def patch_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv(x)` for a kxk convolution with stride k and no padding, as one matrix product.
+
+    Non-overlapping windows make the convolution a linear map of each k x k patch: cutting
+    the map into patches (a reshape) turns it into a GEMM, which CPU backends run several
+    times faster than their strided large-kernel convolution, forward and backward. Rows and
+    columns the convolution would not reach (sizes not divisible by k) are dropped the same way.
+    """
+    k = conv.kernel_size[0]
+    b, c, h, w = x.shape
+    oh, ow = h // k, w // k
+    patches = x[:, :, :oh * k, :ow * k].reshape(b, c, oh, k, ow, k).permute(0, 2, 4, 1, 3, 5)
+    out = F.linear(patches.reshape(b * oh * ow, c * k * k), conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    return out.reshape(b, oh, ow, conv.out_channels).permute(0, 3, 1, 2)
 
 
 class BranchHead(nn.Module):
     """Official `auxiliary_branch`: kxk stride-k conv-BN-ReLU -> 1x1 conv-BN-ReLU -> GAP -> fc.
 
     k is the total stride between the branch's level and the last stage, so the pooled
-    feature comes from a map at the last stage's resolution and width.
+    feature comes from a map at the last stage's resolution and width. The kxk conv runs as
+    `patch_conv` (the same function, computed as a matrix product).
     """
 
     def __init__(self, width: int, kernel: int, num_classes: int) -> None:
@@ -62,5 +84,7 @@ class BranchHead(nn.Module):
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = torch.flatten(F.adaptive_avg_pool2d(self.body(feat), 1), 1)
+        (conv, bn, relu), rest = self.body[0], self.body[1]
+        out = rest(relu(bn(patch_conv(feat, conv) if conv.kernel_size[0] > 1 else conv(feat))))
+        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return pooled, self.fc(pooled)

@@ -122,3 +122,38 @@ def test_validate_params_rejects_impossible_values():
             Teskd.validate_params(replace(TeskdParams(), **bad), 4)
     for n in (1, 2, 3):
         Teskd.validate_params(replace(TeskdParams(), num_students=n), 4)
+
+
+@pytest.mark.parametrize("k,size", [(2, 8), (4, 8), (8, 8), (2, 7)])
+def test_patch_conv_is_the_strided_convolution(k: int, size: int):
+    from skd_ray.models.fpn import patch_conv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 5, k, k, bias=True).double()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    ours, ref = patch_conv(x, conv), conv(x)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((ours * g).sum(), [x, conv.weight, conv.bias])
+    expected = torch.autograd.grad((ref * g).sum(), [x, conv.weight, conv.bias])
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, expected))
+
+
+def test_fpn_matches_the_official_order_upsample_then_conv():
+    """resnet_our.py upsamples, then applies the 1x1 conv; the conv runs first here (exact)."""
+    from torch.nn import functional as F
+
+    m = make()
+    m.double()
+    x, _ = batch(n=2, size=14)  # stage outputs 14, 7, 4, 2: odd sizes too
+    feats = m.backbone.forward_stages(x.double())
+    fpn = m.fpn
+    top = fpn.laterals["4"](feats[-1])
+    expected = {}
+    for i in (3, 2, 1):
+        lateral = fpn.laterals[str(i)](feats[i - 1])
+        up = fpn.upsample[str(i)](F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True))
+        top = expected[i] = fpn.fuse[str(i)](torch.cat([up + lateral, up], dim=1))
+    got = fpn(feats)
+    for i in (1, 2, 3):
+        assert torch.allclose(got[i], expected[i], atol=1e-10), i
