@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/method_cost.py                       # resnet_small on digits
     .venv/bin/python benchmarks/method_cost.py --dataset fashion-mnist --train-subset 5000
     .venv/bin/python benchmarks/method_cost.py --quick               # smoke run, < 1 min
+    .venv/bin/python benchmarks/method_cost.py --backbone resnet18 --synthetic 128 --batch-size 32
+                                        # ResNet-18 on CIFAR-shaped inputs (3x32x32, 100 classes)
 
 Every method is measured in a fresh child process (this script re-invoked with `--child`),
 one after the other, never in parallel, with the same data, backbone, width, batch size,
@@ -64,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, help="backbone width (default: the backbone's own)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--train-subset", type=int, default=0, help="train on this many images (0: all)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="instead of --dataset: N random CIFAR-shaped images (3x32x32, 100 classes, crop+flip)")
     p.add_argument("--epochs", type=int, default=3, help="measured epochs per method (median taken)")
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs before the measured ones")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every child")
@@ -129,6 +133,24 @@ def release_freed_memory() -> None:
         pass
 
 
+def synthetic_data(args: argparse.Namespace, cfg: Any, device: Any) -> tuple[Any, Any]:
+    """(bundle, training loader) of `args.synthetic` random CIFAR-100-shaped images: the
+    cost of a step does not depend on what the pixels show, and no dataset is needed."""
+    import torch
+
+    from skd_ray.data import DataBundle
+    from skd_ray.data.batches import InMemoryLoader, TensorSplit
+
+    gen = torch.Generator().manual_seed(args.seed)
+    split = TensorSplit(torch.randint(0, 256, (args.synthetic, 3, 32, 32), dtype=torch.uint8, generator=gen),
+                        torch.randint(0, 100, (args.synthetic,), generator=gen))
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    bundle = DataBundle("synthetic", split, None, None, 100, 3, mean, std)
+    loader = InMemoryLoader(split, cfg.train.batch_size, mean, std, train=True, augment_pad=4, augment_flip=True,
+                            seed=cfg.train.seed, device=device)
+    return bundle, loader
+
+
 def prime(cfg: Any, data: Any, loader: Any, device: Any) -> None:
     """One throw-away vanilla training step: loads what torch initialises lazily (kernels,
     code pages, the optimiser's first-use imports: about 150 MB of RSS) before the baseline
@@ -165,19 +187,22 @@ def measure_child(args: argparse.Namespace, method_name: str) -> dict[str, Any]:
 
     import torch
 
-    from skd_ray.config import resolve_config
     from skd_ray.data import build_loader, load_data
     from skd_ray.engine import build_optimizer, seed_everything, train_one_epoch
     from skd_ray.methods import MethodContext, build_method
     from skd_ray.models import build_backbone
-    from skd_ray.session import pick_device
+    from skd_ray.training.resolve import resolve_config
+    from skd_ray.training.session import pick_device
 
     cfg = resolve_config(flat_config(args, method_name))
     torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-    data = load_data(cfg.data)
-    loader = build_loader(data, "train", cfg, device=device)
+    if args.synthetic:
+        data, loader = synthetic_data(args, cfg, device)
+    else:
+        data = load_data(cfg.data)
+        loader = build_loader(data, "train", cfg, device=device)
     prime(cfg, data, loader, device)
     seed_everything(cfg.train.seed)
 
@@ -263,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         results[m] = {**rs[-1], "epoch_s": epoch_s, "peak_mb": statistics.median(r["peak_mb"] for r in rs),
                       "images_per_s": rs[-1]["steps_per_epoch"] * args.batch_size / epoch_s}
     base = results["vanilla"]
-    print(f"# {args.backbone} width={args.width or 'default'} on {args.dataset} ({base['train_images']} training "
+    source = "synthetic 3x32x32, 100 classes" if args.synthetic else args.dataset
+    print(f"# {args.backbone} width={args.width or 'default'} on {source} ({base['train_images']} training "
           f"images, batch {args.batch_size}, {base['steps_per_epoch']} steps/epoch), device={base['device']} "
           f"threads={base['threads']}, warm-up {args.warmup} + median of {args.epochs} epochs, "
           f"{args.rounds} round(s), memory: {base['mem_source']}")
@@ -275,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         r = results[m]
         time_ratio = r["epoch_s"] / base["epoch_s"]
         mem_ratio = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
-        print(f"method={m} time_ratio={time_ratio:.2f} mem_ratio={mem_ratio:.2f}")
+        print(f"method={m} backbone={args.backbone} time_ratio={time_ratio:.2f} mem_ratio={mem_ratio:.2f}")
     print(f"# total {time.perf_counter() - start:.1f}s")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": runs}, indent=2))
