@@ -6,7 +6,7 @@ All methods share one recipe (skd_ray's defaults: SGD lr 0.05, momentum 0.9, wei
 5e-4, cosine schedule, batch 64, train-time crop+flip augmentation) and differ only in
 `method` (each with its registered default parameters). Each (method, seed) is trained in
 this process, one after the other, with `skd_ray.engine.fit` and a
-`skd_ray.session.LocalSession`; `train.seed` is the seed, the data split and subset are the
+`skd_ray.training.session.LocalSession`; `train.seed` is the seed, the data split and subset are the
 same for every run. The model evaluated is the one after the LAST epoch (no checkpoint is
 selected, on validation or test); its deployable network (the backbone's own classifier,
 exits and students are not used) is evaluated once on the 10,000-image TEST split with

@@ -34,8 +34,10 @@ from typing import Any
 import yaml
 
 from skd_ray.results.tracking import client
-from skd_ray.search import SearchRequest, connect_ray, run_search
-from skd_ray.space import load_space
+from skd_ray.search.cluster import connect_ray
+from skd_ray.search.driver import run_search
+from skd_ray.search.request import SearchRequest
+from skd_ray.search.space import load_space
 
 TOLERANCE = 0.005  # 0.5 points of accuracy
 

@@ -26,10 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from skd_ray.data import build_loader, load_data
 from skd_ray.errors import SkdError
 from skd_ray.final_summary import select_top_configs
+from skd_ray.methods import MethodContext, build_method
+from skd_ray.models import build_backbone
 from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
 from skd_ray.results.tracking import client
+from skd_ray.training.checkpoint import load_state
 from skd_ray.training.resolve import resolve_config
 
 CHECKPOINT_ARTIFACT = "best_checkpoint.pt"
@@ -64,11 +68,6 @@ class ExportOutcome:
 
 def load_best_method(uri: str, run_id: str, flat: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(method with the run's best weights in eval mode, data bundle, checkpoint state)."""
-    from skd_ray.data import load_data
-    from skd_ray.methods import MethodContext, build_method
-    from skd_ray.models import build_backbone
-    from skd_ray.training.checkpoint import load_state
-
     cfg = resolve_config(flat)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -86,8 +85,6 @@ def load_best_method(uri: str, run_id: str, flat: dict[str, Any]) -> tuple[Any, 
 
 def example_input(data: Any, cfg: Any) -> torch.Tensor:
     """A few normalised test images, as the evaluation loader feeds them to the model."""
-    from skd_ray.data import build_loader
-
     x, _, _ = next(iter(build_loader(data, "test", cfg)))
     return x[:4].float()
 

@@ -28,7 +28,7 @@ from skd_ray.final_summary import (
 )
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
 from skd_ray.results.tracking import STATUS_TAG, child_runs, client, log_params, param_text
-from skd_ray.space import SearchSpace
+from skd_ray.search.space import SearchSpace
 from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)
@@ -101,7 +101,8 @@ def plan_final(req: FinalRequest) -> FinalPlan:
 def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOutcome:
     """Retrain the top configurations of the search with every seed; summarise on test.
     `plan` is `plan_final(req)` when the caller already made it."""
-    from skd_ray.search import SearchRequest, run_search
+    from skd_ray.search.driver import run_search  # local: loads Ray, which the CLI must not at import
+    from skd_ray.search.request import SearchRequest  # local: with run_search above
 
     search, chosen, space = plan or plan_final(req)
     points = [{RANK_KEY: rank, SEED_KEY: seed} for rank in range(1, len(chosen) + 1) for seed in req.seeds]

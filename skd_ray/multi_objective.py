@@ -23,7 +23,7 @@ from skd_ray.methods import METHODS, get_method_spec
 from skd_ray.pareto import pareto_front
 from skd_ray.results.leaderboard import format_table, varying_params
 from skd_ray.results.tracking import STATUS_TAG, child_runs, client
-from skd_ray.space import SearchSpace
+from skd_ray.search.space import SearchSpace
 from skd_ray.training.resolve import resolve_config
 
 # BYOT's official thresholds lie around 0.95-0.98; 0.95 is one of eval.thresholds' defaults.

@@ -300,7 +300,7 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     from mlflow import MlflowClient
 
     from skd_ray.results.tracking import finish_trial_run, start_search_run, start_trial_run
-    from skd_ray.search import close_abandoned
+    from skd_ray.search.driver import close_abandoned
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp_id, parent = start_search_run(uri, "abandoned", "search", {}, {})

@@ -8,7 +8,7 @@ from skd_ray.errors import SkdError
 from skd_ray.methods import METHODS
 from skd_ray.multi_objective import check_multi_objective, front_csv, objectives
 from skd_ray.pareto import dominates, pareto_front
-from skd_ray.space import SearchSpace
+from skd_ray.search.space import SearchSpace
 
 MAX_MIN = ("max", "min")  # accuracy up, compute down
 

@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any
 
-from skd_ray.pool_mailbox import SHUTDOWN, PoolMailbox
+from skd_ray.search.pool.mailbox import SHUTDOWN, PoolMailbox
 
 
 def run(coro: Any) -> Any:

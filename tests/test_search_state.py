@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from skd_ray.errors import SkdError
-from skd_ray.search import SearchRequest, saved_request
-from skd_ray.search_state import STATE_FILE, write_state
-from skd_ray.space import load_space
+from skd_ray.search.request import SearchRequest
+from skd_ray.search.space import load_space
+from skd_ray.search.state import STATE_FILE, saved_request, write_state
 
 REPO = Path(__file__).resolve().parent.parent
 

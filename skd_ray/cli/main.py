@@ -26,7 +26,7 @@ from skd_ray.errors import ConfigError, SkdError
 from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
 from skd_ray.results.tracking import check_reachable, default_tracking_uri
-from skd_ray.space import load_space, load_yaml
+from skd_ray.search.space import load_space, load_yaml
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@ from skd_ray.results.tracking import (
     start_search_run,
     start_trial_run,
 )
+from skd_ray.search.request import SearchRequest
+from skd_ray.search.state import latest_search_name, saved_request
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 
@@ -51,8 +53,6 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
 
 
 def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> int:
-    from skd_ray.search import SearchRequest  # local: loads Ray, which --debug must not
-
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
@@ -73,8 +73,6 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
 def resume_search(args: argparse.Namespace, experiment: str) -> int:
     """Continue the latest search of `experiment` with the settings it was started with; only
     where things are (--storage, --address, --mlflow-uri) comes from this command line."""
-    from skd_ray.search import latest_search_name, saved_request  # local: loads Ray
-
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
     req = saved_request(storage, latest_search_name(storage, experiment))
@@ -89,7 +87,7 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
 
 def execute_search(req: Any) -> int:
     """Run (or resume) `req` on Ray, then print its leaderboard (and Pareto front)."""
-    from skd_ray.search import run_search  # local: loads Ray
+    from skd_ray.search.driver import run_search  # local: loads Ray, which --debug must not
 
     outcome = run_search(req)
     print()

@@ -14,6 +14,14 @@ import torch
 
 from skd_ray.config import DataConfig, TrainConfig
 from skd_ray.data.batches import InMemoryLoader, TensorSplit
+from skd_ray.data.imagefolder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FolderLoader,
+    IndexedSamples,
+    build_transforms,
+    scan_imagefolder,
+)
 from skd_ray.data.sources import check_dir, load_cifar, load_digits_splits, load_fashion_mnist
 from skd_ray.errors import ConfigError
 
@@ -107,8 +115,6 @@ def load_data(cfg: DataConfig) -> DataBundle:
 
 
 def _load_imagefolder(cfg: DataConfig) -> DataBundle:
-    from skd_ray.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, scan_imagefolder
-
     if not cfg.dir:
         raise ConfigError("dataset imagefolder needs --data-dir", "pass the folder holding train/ and val/")
     train_full, test, num_classes = scan_imagefolder(cfg.dir)
@@ -127,8 +133,6 @@ def build_loader(bundle: DataBundle, part: str, cfg: TrainConfig, *, rank: int =
     batch_size = cfg.train.batch_size if train else cfg.eval.batch_size
     augment = cfg.data.augment if cfg.data.augment is not None else True
     if bundle.name == "imagefolder":
-        from skd_ray.data.imagefolder import FolderLoader, IndexedSamples, build_transforms
-
         dataset = IndexedSamples(split, build_transforms(cfg.data.image_size, train and augment))
         return FolderLoader(dataset, batch_size, train=train, seed=cfg.train.seed, rank=rank,
                             world_size=world_size, device=device,

@@ -2,21 +2,20 @@
 on request a self-contained Markdown report directory (`--results --report DIR`).
 
 Both read the search back from MLflow (`search_data`), so they show exactly what the
-leaderboard shows and work for any search in the store, old or new. matplotlib is imported
-only when plots are drawn, so importing this module (the search driver does) cannot fail.
+leaderboard shows and work for any search in the store, old or new. Drawing never fails a
+search: a plot error becomes a warning.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from skd_ray.errors import ensure_writable_directory
+from skd_ray.results.markdown import render_report
+from skd_ray.results.plots import PLOT_TITLES, PlotSet, draw_search_plots
+from skd_ray.results.search_data import load_search_data
 from skd_ray.results.tracking import client
-
-if TYPE_CHECKING:
-    from skd_ray.results.plots import PlotSet
 
 PLOTS_ARTIFACT_DIR = "plots"
 REPORT_FILE = "report.md"
@@ -32,9 +31,6 @@ def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet |
     failed one. Any error is printed as one warning line and None is returned.
     """
     try:
-        from skd_ray.results.plots import draw_search_plots
-        from skd_ray.results.search_data import load_search_data
-
         data = load_search_data(uri, experiment, parent_run_id)
         with tempfile.TemporaryDirectory(prefix="skd_plots_") as tmp:
             plots = draw_search_plots(data, Path(tmp))
@@ -54,18 +50,12 @@ def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet |
 
 def skipped_text(plots: PlotSet) -> str:
     """One line per plot not drawn, with the reason."""
-    from skd_ray.results.plots import PLOT_TITLES
-
     return "".join(f"{PLOT_TITLES.get(name, name)} ({name}): {reason}\n" for name, reason in plots.skipped.items())
 
 
 def write_report(uri: str, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
     """Write `report.md` and its PNG plots into `report_dir` for the given (or latest) search
     of `experiment`; returns the path of report.md."""
-    from skd_ray.results.markdown import render_report
-    from skd_ray.results.plots import draw_search_plots
-    from skd_ray.results.search_data import load_search_data
-
     out = ensure_writable_directory(report_dir, "report directory", "--report")
     data = load_search_data(uri, experiment, parent_run_id)
     plots = draw_search_plots(data, out)

@@ -1,16 +1,12 @@
 """Build and run a search: Ray Tune + OptunaSearch (define-by-run) + ASHA, tracked in MLflow.
 
 Only this driver talks to Optuna; trials receive a resolved config. Concurrency is derived
-from what the cluster has and what one trial needs, and a trial that can never fit is an
-error before anything starts, never a silent hang.
+from what the cluster has and what one trial needs (`skd_ray.search.cluster`).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,220 +14,17 @@ from ray import tune
 
 from skd_ray.errors import SkdError
 from skd_ray.results.artifacts import log_search_plots
-from skd_ray.results.tracking import (
-    LAST_ERROR_TAG,
-    STATUS_TAG,
-    client,
-    find_trial_run,
-    finish_trial_run,
-    open_trial_runs,
-    reopen_run,
-    start_search_run,
-)
-from skd_ray.search_state import STATE_FILE, read_state, saved_request_fields, write_state
-from skd_ray.space import SearchSpace
-from skd_ray.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
+from skd_ray.results.tracking import finish_trial_run, open_trial_runs, reopen_run, start_search_run
+from skd_ray.search.callbacks import ChildRunStatus
+from skd_ray.search.cluster import connect_ray, plan_concurrency
+from skd_ray.search.points import PointsSearcher
+from skd_ray.search.pool.driver import DDPPools
+from skd_ray.search.request import SearchOutcome, SearchRequest
+from skd_ray.search.state import STATE_FILE, read_state, safe_name, write_state
+from skd_ray.search.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
 
 # Memory reserved for the trial process itself (see trial_resources).
 TRIAL_DRIVER_MEMORY = 100 * 1024**2
-
-
-@dataclass
-class SearchRequest:
-    """Everything a search needs, as given on the command line."""
-
-    space: SearchSpace
-    storage: str
-    tracking_uri: str
-    experiment: str
-    search_name: str
-    num_samples: int = 8
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_concurrent: int | None = None
-    address: str | None = None
-    seed: int = 0
-    grace_period: int = 2
-    reduction_factor: int = 3
-    max_failures: int = 2
-    always_ray_train: bool = False
-    # Multi-worker trials train in persistent DDP pools (one Ray Train run per concurrent
-    # trial for the whole search); off: a new Ray Train run per trial.
-    ddp_pool: bool = True
-    sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
-    early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
-    start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)
-    resume: bool = False
-    extra_tags: dict[str, str] = field(default_factory=dict)
-    # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
-    objectives: list[tuple[str, str]] = field(default_factory=list)
-    # Trial configs to run once each instead of sampling (final evaluation of chosen configs).
-    points: list[dict[str, Any]] = field(default_factory=list)
-    callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (benchmarks, tools)
-
-
-@dataclass
-class SearchOutcome:
-    experiment_id: str
-    parent_run_id: str
-    experiment_dir: str
-    num_trials: int
-    num_errors: int
-    interrupted: bool = False  # stopped before every trial ended (Ctrl-C); --resume continues it
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def latest_search_name(storage: str, experiment: str) -> str:
-    """Name of the newest search of `experiment` under `storage` (what --resume continues)."""
-    prefix = safe_name(experiment) + "_"
-    found = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}*/{STATE_FILE}"))
-    if not found:
-        raise SkdError(f"no search of experiment {experiment!r} under {storage}",
-                       "use the same --storage and --experiment as the interrupted search")
-    return found[-1]
-
-
-def saved_request(storage: str, search_name: str) -> SearchRequest:
-    """The request a search was started with, to `--resume` it without repeating its flags."""
-    request = SearchRequest(**saved_request_fields(read_state(Path(storage) / safe_name(search_name))))
-    request.storage, request.search_name, request.resume = storage, search_name, True
-    return request
-
-
-def plan_concurrency(cluster: dict[str, float], req: SearchRequest) -> int:
-    """How many trials run at once: what fits on the cluster, capped by --max-concurrent."""
-    need_cpu = req.workers * req.cpus_per_worker
-    need_gpu = req.workers * req.gpus_per_worker
-    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    fits = [math.floor(have_cpu / need_cpu + 1e-9)] if need_cpu > 0 else []
-    if need_gpu > 0:
-        fits.append(math.floor(have_gpu / need_gpu + 1e-9))
-    limit = min(fits) if fits else req.num_samples
-    if limit < 1 or (req.gpus_per_worker > 0 and req.gpus_per_worker > 1 and have_gpu < req.gpus_per_worker):
-        raise SkdError(
-            f"one trial needs {req.workers} worker(s) x ({req.cpus_per_worker:g} CPU, {req.gpus_per_worker:g} GPU)"
-            f" = {need_cpu:g} CPU, {need_gpu:g} GPU but the cluster has {have_cpu:g} CPU, {have_gpu:g} GPU",
-            "lower --workers-per-trial, --cpus-per-worker or --gpus-per-worker, or add nodes",
-        )
-    if req.max_concurrent:
-        limit = min(limit, req.max_concurrent)
-    return max(1, min(limit, req.num_samples))
-
-
-# Report cadence of the Train controller (default 2 s per report): 0.2 s keeps per-epoch
-# reports of small models from idling the workers.
-TRAIN_REPORT_INTERVAL_S = "0.2"
-# How often Tune saves the search's state (its default: every 10 s or more). A trial started
-# after the last save is unknown to `--resume`, which samples a replacement instead of
-# continuing it; trials now start in well under a second, so the window is kept short.
-TUNE_STATE_SAVE_INTERVAL_S = "1"
-
-
-def check_address(address: str) -> None:
-    """Fail in seconds, not Ray's ~14 minutes of retries, when host:port does not answer."""
-    import socket
-
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto" and similar: Ray resolves and fails fast itself
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as err:
-        raise SkdError(f"the Ray cluster at {address} cannot be reached ({err.strerror or err})",
-                       "check the address (`ray status` on the head node) or omit --address to run locally") from None
-
-
-def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
-    """Join the cluster at `address`, or start a local one; unreachable addresses fail fast.
-
-    The dashboard stays on (bound to 127.0.0.1 by Ray): without it Train's placement-group
-    cleaner cannot see that a stopped trial's controller died, the trial's workers' resources
-    leak, and the next trial waits for them forever.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_REPORT_INTERVAL_S)
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", TUNE_STATE_SAVE_INTERVAL_S)
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]}}}
-    if address:
-        check_address(address)
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise SkdError(f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]})",
-                           "check the address (`ray status` on the head node) or omit --address") from None
-    else:
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
-        start_local_ray(kwargs)
-
-
-def start_local_ray(kwargs: dict[str, Any]) -> None:
-    """Start a local cluster whose address every process of the job knows.
-
-    Ray's own helpers (Train's placement-group cleaner among them) look the cluster up by
-    scanning the machine when RAY_ADDRESS is unset; with a second Ray instance on the same
-    machine that lookup fails, the cleaner dies, a stopped trial's workers are never freed
-    and the next trial waits forever. So the GCS port is chosen here and published as
-    RAY_ADDRESS to every actor of the job.
-    """
-    import socket
-
-    import ray
-    from ray._private.services import get_node_ip_address
-
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        port = sock.getsockname()[1]
-    address = f"{get_node_ip_address()}:{port}"
-    kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"] = address
-    previous = os.environ.get("RAY_GCS_SERVER_PORT")
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    try:
-        ray.init(**kwargs)
-    finally:
-        if previous is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        else:
-            os.environ["RAY_GCS_SERVER_PORT"] = previous
-    if ray.get_runtime_context().gcs_address != address:
-        raise SkdError(f"the local Ray cluster started at {ray.get_runtime_context().gcs_address}, not {address}",
-                       "retry; if it persists, start Ray with `ray start --head` and pass --address")
-
-
-class ChildRunStatus(tune.Callback):
-    """Driver-side callback: closes the child run of a trial whose function never returned
-    (stopped by ASHA: early_stopped; crashed: failed with the reason)."""
-
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, max_epochs: int) -> None:
-        self.uri = uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.max_epochs = max_epochs
-
-    def _close(self, trial: Any, status: str, reason: str | None) -> None:
-        run_id = find_trial_run(self.uri, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run_id is None:
-            return
-        tags = client(self.uri).get_run(run_id).data.tags
-        if tags.get(STATUS_TAG) == "running":
-            if status == "failed":
-                reason = tags.get(LAST_ERROR_TAG) or reason
-            finish_trial_run(self.uri, run_id, status, reason)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        epoch = (trial.last_result or {}).get("epoch", 0)
-        self._close(trial, "completed" if epoch >= self.max_epochs else "early_stopped", None)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "failed", str(getattr(trial, "error_msg", "") or "trial raised"))
 
 
 def trial_resources(settings: TrialSettings) -> dict[str, float]:
@@ -282,8 +75,6 @@ def run_search(req: SearchRequest) -> SearchOutcome:
                     req.space)
     pools = None
     if req.workers > 1 and req.ddp_pool:
-        from skd_ray.ddp_pool import DDPPools
-
         # The pools' own Ray Train runs (no checkpoints: those go to Tune) sit inside the search's directory.
         pools = DDPPools(name, concurrency, req.workers, req.cpus_per_worker, req.gpus_per_worker, str(exp_dir))
     try:
@@ -385,8 +176,6 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     from ray.tune.search.optuna import OptunaSearch
 
     if req.points:
-        from skd_ray.points_searcher import PointsSearcher
-
         return PointsSearcher(req.points), None
     if req.objectives:
         metric: Any = [m for m, _ in req.objectives]

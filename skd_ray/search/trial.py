@@ -3,7 +3,7 @@
 A one-worker trial trains inside the Tune trial process itself (`TuneTrialSession`): Tune
 reuses that process for the next trial, so a trial starts in well under a second instead
 of paying for a Train controller and worker actors. A multi-worker (DDP) trial trains in one
-of the search's DDP pools (`skd_ray.ddp_pool`: long-lived Ray Train runs) and hands rank 0's
+of the search's DDP pools (`skd_ray.search.pool`: long-lived Ray Train runs) and hands rank 0's
 per-epoch reports to Tune itself. With `--train-run-per-trial` it launches its own Ray Train
 run instead: Ray 2.60 runs Train V2, where a trainer cannot be handed to `Tuner` directly, so
 the trial function builds a `TorchTrainer` with the trial's resolved config, runs it, and lets
@@ -21,7 +21,9 @@ from typing import Any, NoReturn
 from skd_ray.engine import fit
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
-from skd_ray.space import SearchSpace
+from skd_ray.search.pool.link import PoolLink
+from skd_ray.search.sessions import RaySession, TuneTrialSession
+from skd_ray.search.space import SearchSpace
 from skd_ray.training.resolve import resolve_config
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
@@ -59,8 +61,6 @@ class TrialSettings:
 
 def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     """Ray Train loop on every worker: resolve the config and run the generic engine."""
-    from skd_ray.ray_sessions import RaySession
-
     cfg = resolve_config(loop_config["flat"])
     sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
     try:
@@ -117,8 +117,6 @@ def train_in_trial_process(cfg: Any, run_id: str, tracking_uri: str, started_at:
     """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
     from ray import tune
 
-    from skd_ray.ray_sessions import TuneTrialSession
-
     raise_if_failed_before(tracking_uri, run_id)
     session = TuneTrialSession(cfg.train.device, TrialTracker(tracking_uri, run_id), started_at)
     try:
@@ -133,12 +131,10 @@ def train_in_trial_process(cfg: Any, run_id: str, tracking_uri: str, started_at:
 
 def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, trial_id: str,
                   started_at: float) -> None:
-    """Train a multi-worker trial in one of the search's DDP pools (`skd_ray.ddp_pool`): post
+    """Train a multi-worker trial in one of the search's DDP pools (`skd_ray.search.pool`): post
     the job, hand every epoch's metrics and checkpoint to Tune, answer whether to go on."""
     import ray
     from ray import tune
-
-    from skd_ray.pool_link import PoolLink
 
     raise_if_failed_before(settings.tracking_uri, run_id)
     job = {"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri, "started_at": started_at}

@@ -1,4 +1,4 @@
-"""The trial process's side of a DDP pool job (see `skd_ray.ddp_pool`, `skd_ray.pool_mailbox`).
+"""The trial process's side of a DDP pool job (see `skd_ray.search.pool`, `skd_ray.search.pool.mailbox`).
 
 `PoolLink` posts the job, yields the pool's events, turns each epoch's report into a
 `tune.report` with a checkpoint and tells the pool to go on once Tune returns. A heartbeat

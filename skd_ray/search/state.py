@@ -5,12 +5,14 @@ with, the search space included (the space file may have changed or be gone sinc
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.space import Param, SearchSpace
+from skd_ray.search.request import SearchRequest
+from skd_ray.search.space import Param, SearchSpace
 
 STATE_FILE = "skd_search.json"
 NOT_SAVED = ("space", "callbacks", "resume")  # the space is saved whole; the others are per run
@@ -44,3 +46,24 @@ def saved_request_fields(state: dict[str, Any]) -> dict[str, Any]:
     fields = dict(state["request"])
     fields["objectives"] = [tuple(o) for o in fields.get("objectives", [])]
     return {**fields, "space": SearchSpace(**space)}
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def latest_search_name(storage: str, experiment: str) -> str:
+    """Name of the newest search of `experiment` under `storage` (what --resume continues)."""
+    prefix = safe_name(experiment) + "_"
+    found = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}*/{STATE_FILE}"))
+    if not found:
+        raise SkdError(f"no search of experiment {experiment!r} under {storage}",
+                       "use the same --storage and --experiment as the interrupted search")
+    return found[-1]
+
+
+def saved_request(storage: str, search_name: str) -> SearchRequest:
+    """The request a search was started with, to `--resume` it without repeating its flags."""
+    request = SearchRequest(**saved_request_fields(read_state(Path(storage) / safe_name(search_name))))
+    request.storage, request.search_name, request.resume = storage, search_name, True
+    return request

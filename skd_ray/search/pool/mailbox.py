@@ -1,4 +1,4 @@
-"""The meeting point of Tune trials and the persistent DDP worker pools (`skd_ray.ddp_pool`).
+"""The meeting point of Tune trials and the persistent DDP worker pools (`skd_ray.search.pool`).
 
 A multi-worker trial does not start its own Ray Train run: it posts a job here, a pool that
 is already running (worker processes up, torch imported, process group formed, datasets

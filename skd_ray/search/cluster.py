@@ -1,0 +1,115 @@
+"""Joining or starting the Ray cluster and sizing a search to it. A trial that can never fit is
+an error before anything starts, and an unreachable address fails in seconds."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from skd_ray.errors import SkdError
+from skd_ray.search.request import SearchRequest
+
+
+def plan_concurrency(cluster: dict[str, float], req: SearchRequest) -> int:
+    """How many trials run at once: what fits on the cluster, capped by --max-concurrent."""
+    need_cpu = req.workers * req.cpus_per_worker
+    need_gpu = req.workers * req.gpus_per_worker
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    fits = [math.floor(have_cpu / need_cpu + 1e-9)] if need_cpu > 0 else []
+    if need_gpu > 0:
+        fits.append(math.floor(have_gpu / need_gpu + 1e-9))
+    limit = min(fits) if fits else req.num_samples
+    if limit < 1 or (req.gpus_per_worker > 0 and req.gpus_per_worker > 1 and have_gpu < req.gpus_per_worker):
+        raise SkdError(
+            f"one trial needs {req.workers} worker(s) x ({req.cpus_per_worker:g} CPU, {req.gpus_per_worker:g} GPU)"
+            f" = {need_cpu:g} CPU, {need_gpu:g} GPU but the cluster has {have_cpu:g} CPU, {have_gpu:g} GPU",
+            "lower --workers-per-trial, --cpus-per-worker or --gpus-per-worker, or add nodes",
+        )
+    if req.max_concurrent:
+        limit = min(limit, req.max_concurrent)
+    return max(1, min(limit, req.num_samples))
+
+
+# Report cadence of the Train controller (default 2 s per report): 0.2 s keeps per-epoch
+# reports of small models from idling the workers.
+TRAIN_REPORT_INTERVAL_S = "0.2"
+# How often Tune saves the search's state (its default: every 10 s or more). A trial started
+# after the last save is unknown to `--resume`, which samples a replacement instead of
+# continuing it; trials now start in well under a second, so the window is kept short.
+TUNE_STATE_SAVE_INTERVAL_S = "1"
+
+
+def check_address(address: str) -> None:
+    """Fail in seconds, not Ray's ~14 minutes of retries, when host:port does not answer."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and similar: Ray resolves and fails fast itself
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as err:
+        raise SkdError(f"the Ray cluster at {address} cannot be reached ({err.strerror or err})",
+                       "check the address (`ray status` on the head node) or omit --address to run locally") from None
+
+
+def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
+    """Join the cluster at `address`, or start a local one; unreachable addresses fail fast.
+
+    The dashboard stays on (bound to 127.0.0.1 by Ray): without it Train's placement-group
+    cleaner cannot see that a stopped trial's controller died, the trial's workers' resources
+    leak, and the next trial waits for them forever.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_REPORT_INTERVAL_S)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", TUNE_STATE_SAVE_INTERVAL_S)
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]}}}
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise SkdError(f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]})",
+                           "check the address (`ray status` on the head node) or omit --address") from None
+    else:
+        if temp_dir:
+            kwargs["_temp_dir"] = temp_dir
+        start_local_ray(kwargs)
+
+
+def start_local_ray(kwargs: dict[str, Any]) -> None:
+    """Start a local cluster whose address every process of the job knows.
+
+    Ray's own helpers (Train's placement-group cleaner among them) look the cluster up by
+    scanning the machine when RAY_ADDRESS is unset; with a second Ray instance on the same
+    machine that lookup fails, the cleaner dies, a stopped trial's workers are never freed
+    and the next trial waits forever. So the GCS port is chosen here and published as
+    RAY_ADDRESS to every actor of the job.
+    """
+    import socket
+
+    import ray
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    address = f"{get_node_ip_address()}:{port}"
+    kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"] = address
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(**kwargs)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    if ray.get_runtime_context().gcs_address != address:
+        raise SkdError(f"the local Ray cluster started at {ray.get_runtime_context().gcs_address}, not {address}",
+                       "retry; if it persists, start Ray with `ray start --head` and pass --address")

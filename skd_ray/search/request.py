@@ -1,0 +1,54 @@
+"""What a search is asked to do and what it gives back (Ray-free: the CLI builds these before
+Ray starts, and `--resume` rebuilds a request from the search's saved state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from skd_ray.search.space import SearchSpace
+
+
+@dataclass
+class SearchRequest:
+    """Everything a search needs, as given on the command line."""
+
+    space: SearchSpace
+    storage: str
+    tracking_uri: str
+    experiment: str
+    search_name: str
+    num_samples: int = 8
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_concurrent: int | None = None
+    address: str | None = None
+    seed: int = 0
+    grace_period: int = 2
+    reduction_factor: int = 3
+    max_failures: int = 2
+    always_ray_train: bool = False
+    # Multi-worker trials train in persistent DDP pools (one Ray Train run per concurrent
+    # trial for the whole search); off: a new Ray Train run per trial.
+    ddp_pool: bool = True
+    sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
+    early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
+    start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)
+    resume: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
+    objectives: list[tuple[str, str]] = field(default_factory=list)
+    # Trial configs to run once each instead of sampling (final evaluation of chosen configs).
+    points: list[dict[str, Any]] = field(default_factory=list)
+    callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (benchmarks, tools)
+
+
+@dataclass
+class SearchOutcome:
+    experiment_id: str
+    parent_run_id: str
+    experiment_dir: str
+    num_trials: int
+    num_errors: int
+    interrupted: bool = False  # stopped before every trial ended (Ctrl-C); --resume continues it
