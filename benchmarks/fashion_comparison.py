@@ -5,12 +5,12 @@
 All methods share one recipe (skd_ray's defaults: SGD lr 0.05, momentum 0.9, weight decay
 5e-4, cosine schedule, batch 64, train-time crop+flip augmentation) and differ only in
 `method` (each with its registered default parameters). Each (method, seed) is trained in
-this process, one after the other, with `skd_ray.engine.fit` and a
+this process, one after the other, with `skd_ray.training.engine.fit` and a
 `skd_ray.training.session.LocalSession`; `train.seed` is the seed, the data split and subset are the
 same for every run. The model evaluated is the one after the LAST epoch (no checkpoint is
 selected, on validation or test); its deployable network (the backbone's own classifier,
 exits and students are not used) is evaluated once on the 10,000-image TEST split with
-`skd_ray.engine.evaluate_split`. The validation part (`--val-fraction` of the training set)
+`skd_ray.training.engine.evaluate_split`. The validation part (`--val-fraction` of the training set)
 is held out and evaluated each epoch by `fit`, as in a search, but selects nothing here.
 
 Printed: a Markdown table (method | test acc mean ± sample std over seeds | runs | mean
@@ -76,7 +76,7 @@ def shared_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_one(flat: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration to its last epoch; test accuracy of that final model."""
-    from skd_ray.engine import evaluate_split, fit
+    from skd_ray.training.engine import evaluate_split, fit
     from skd_ray.training.resolve import resolve_config
     from skd_ray.training.session import LocalSession
 

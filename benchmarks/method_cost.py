@@ -9,7 +9,7 @@
 Every method is measured in a fresh child process (this script re-invoked with `--child`),
 one after the other, never in parallel, with the same data, backbone, width, batch size,
 seed, torch thread count and device. A child builds the method with `skd_ray.methods`
-(through `skd_ray.engine`'s helpers and `skd_ray.data`'s loader) and drives it as
+(through `skd_ray.training.engine`'s helpers and `skd_ray.data`'s loader) and drives it as
 `engine.fit` does (epoch hooks, then `engine.train_one_epoch`), so what is timed is the
 project's real training step: forward, loss, backward, optimiser step, per-batch hooks and
 the methods' epoch-end synchronisation. Validation is not timed.
@@ -157,9 +157,9 @@ def prime(cfg: Any, data: Any, loader: Any, device: Any) -> None:
     is taken, so it is not charged to the method being measured."""
     import torch
 
-    from skd_ray.engine import build_optimizer
     from skd_ray.methods import METHODS, MethodContext, build_method
     from skd_ray.models import build_backbone
+    from skd_ray.training.engine import build_optimizer
 
     backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
     model = build_method("vanilla", backbone, METHODS["vanilla"].default_params(), MethodContext()).to(device)
@@ -188,9 +188,9 @@ def measure_child(args: argparse.Namespace, method_name: str) -> dict[str, Any]:
     import torch
 
     from skd_ray.data import build_loader, load_data
-    from skd_ray.engine import build_optimizer, seed_everything, train_one_epoch
     from skd_ray.methods import MethodContext, build_method
     from skd_ray.models import build_backbone
+    from skd_ray.training.engine import build_optimizer, seed_everything, train_one_epoch
     from skd_ray.training.resolve import resolve_config
     from skd_ray.training.session import pick_device
 

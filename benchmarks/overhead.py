@@ -19,9 +19,9 @@ import torch
 from torch.nn import functional as F
 
 from skd_ray.data import build_loader, load_data
-from skd_ray.engine import build_optimizer, train_one_epoch
 from skd_ray.methods import MethodContext, build_method
 from skd_ray.models import build_backbone
+from skd_ray.training.engine import build_optimizer, train_one_epoch
 from skd_ray.training.resolve import resolve_config
 
 

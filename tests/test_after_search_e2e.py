@@ -124,7 +124,7 @@ def test_export_best_writes_a_model_that_plain_torch_runs(finished_search, tmp_p
 
 
 def test_multi_objective_search_reports_the_pareto_front(cli, tmp_path: Path) -> None:
-    from skd_ray.pareto import pareto_front
+    from skd_ray.selection.pareto import pareto_front
 
     res = cli("--config", str(write_space(tmp_path / "space.yaml", 2)), "--num-samples", "3",
               "--storage", str(tmp_path / "results"), "--experiment", "mo", "--seed", "1", "--multi-objective",

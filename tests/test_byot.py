@@ -340,8 +340,8 @@ def test_evaluation_uses_the_methods_exit_policy() -> None:
     from tiny_byot import tiny_byot_eval
 
     from skd_ray.config import TrainConfig
-    from skd_ray.early_exit import exit_metric_sums
-    from skd_ray.engine import evaluate
+    from skd_ray.training.early_exit import exit_metric_sums
+    from skd_ray.training.engine import evaluate
 
     cfg = TrainConfig()
     cfg = replace(cfg, eval=replace(cfg.eval, thresholds=[0.4]))

@@ -11,13 +11,13 @@ import torch
 from interrupting_session import Interrupted, StopAfter
 from tiny_byot import tiny_byot_eval
 
-from skd_ray import engine
-from skd_ray.engine import evaluate, fit, lr_factor
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import FINAL, build_method
 from skd_ray.methods.byot import Byot
 from skd_ray.models import StagedResNet
+from skd_ray.training import engine
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
+from skd_ray.training.engine import evaluate, fit, lr_factor
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 
@@ -278,7 +278,7 @@ def test_local_session_best_state_is_a_snapshot_not_the_live_weights() -> None:
 
 
 def _ranks_average_their_training_metrics(rank: int) -> None:
-    from skd_ray.engine import mean_over_ranks
+    from skd_ray.training.engine import mean_over_ranks
 
     mine = {"train_loss": 1.0 + 2.0 * rank, "train_ce_final": 10.0 * rank}
     assert mean_over_ranks(mine, torch.device("cpu")) == {"train_loss": 2.0, "train_ce_final": 5.0}
@@ -294,7 +294,7 @@ def test_ddp_training_metrics_are_averaged_over_ranks() -> None:
 
 
 def test_a_single_process_keeps_its_training_metrics() -> None:
-    from skd_ray.engine import mean_over_ranks
+    from skd_ray.training.engine import mean_over_ranks
 
     assert mean_over_ranks({"train_loss": 0.5}, torch.device("cpu")) == {"train_loss": 0.5}
 

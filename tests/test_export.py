@@ -12,10 +12,10 @@ import torch
 from plain_torch import run_plain_torch
 
 from skd_ray.data import build_loader
-from skd_ray.engine import evaluate_split, fit
 from skd_ray.errors import SkdError
-from skd_ray.export import ExportRequest, export_best, load_best_method
 from skd_ray.results.tracking import TrialTracker, finish_trial_run, start_search_run, start_trial_run
+from skd_ray.selection.export import ExportRequest, export_best, load_best_method
+from skd_ray.training.engine import evaluate_split, fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 

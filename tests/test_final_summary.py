@@ -9,7 +9,8 @@ import math
 import pytest
 
 from skd_ray.errors import SkdError
-from skd_ray.final_summary import (
+from skd_ray.results.leaderboard import TrialRow
+from skd_ray.selection.final_summary import (
     final_config,
     final_seeds,
     format_final_table,
@@ -18,7 +19,6 @@ from skd_ray.final_summary import (
     shared_items,
     summarize,
 )
-from skd_ray.results.leaderboard import TrialRow
 from skd_ray.training.resolve import resolve_config
 
 

@@ -11,10 +11,10 @@ import torch
 
 from skd_ray.config import DataConfig
 from skd_ray.data import load_data
-from skd_ray.engine import evaluate_split, fit
 from skd_ray.methods import MethodContext, build_method
 from skd_ray.models import build_backbone
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
+from skd_ray.training.engine import evaluate_split, fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 

@@ -61,9 +61,9 @@ def observed_train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from skd_ray import engine as engine_module
     from skd_ray.search import sessions as session_module
     from skd_ray.search.trial import train_worker
+    from skd_ray.training import engine as engine_module
 
     seen: dict[str, Any] = {}
     cls = session_module.RaySession

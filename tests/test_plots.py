@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from fake_search import TRIALS, FakeTrial, epoch_metrics
 
-from skd_ray.early_exit import tradeoff_from_metrics
 from skd_ray.results import plots
 from skd_ray.results.importance import ImportanceUnavailable, param_importances
 from skd_ray.results.leaderboard import TrialRow
 from skd_ray.results.plots import PLOTS, draw_search_plots
 from skd_ray.results.search_data import SearchData, TradeoffOfTrial
+from skd_ray.training.early_exit import tradeoff_from_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

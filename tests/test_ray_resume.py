@@ -37,9 +37,9 @@ def crash_once_in_epoch_3(loop_config: dict[str, Any]) -> None:
     reporting it: the restart must resume from the epoch-2 checkpoint."""
     import ray.train
 
-    from skd_ray.engine import fit
     from skd_ray.results.tracking import TrialTracker
     from skd_ray.search.sessions import RaySession
+    from skd_ray.training.engine import fit
     from skd_ray.training.resolve import resolve_config
 
     class CrashingSession(RaySession):

@@ -4,7 +4,7 @@
 evaluation), `--export-best DIR` writes its best model for plain PyTorch, and
 `--multi-objective` turns a search into an accuracy/compute Pareto search. `skd_ray.cli.main`
 owns parsing, errors and exit codes; this module keeps these options in one place.
-Ray is imported only when a final evaluation runs (by `skd_ray.final_eval`).
+Ray is imported only when a final evaluation runs (by `skd_ray.selection.final_eval`).
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from typing import Any
 
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable
 from skd_ray.errors import SkdError
-from skd_ray.export import ExportRequest, export_best
-from skd_ray.final_eval import FinalRequest, describe, plan_final, run_final_eval
-from skd_ray.final_summary import final_seeds
-from skd_ray.multi_objective import (
+from skd_ray.results.tracking import check_reachable
+from skd_ray.selection.export import ExportRequest, export_best
+from skd_ray.selection.final_eval import FinalRequest, describe, plan_final, run_final_eval
+from skd_ray.selection.final_summary import final_seeds
+from skd_ray.selection.multi_objective import (
     DEFAULT_THRESHOLD,
     check_multi_objective,
     format_front,
     objectives,
     record_pareto_front,
 )
-from skd_ray.results.tracking import check_reachable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 from skd_ray.cli.after import objective_tags, report_pareto_front, search_objectives
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hint, show_results
-from skd_ray.engine import fit
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import (
     TrialTracker,
@@ -23,6 +22,7 @@ from skd_ray.results.tracking import (
 )
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.state import latest_search_name, saved_request
+from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 

@@ -2,7 +2,7 @@
 
 Shallow exit classifiers after chosen backbone stages learn from the labels, from the
 deepest exit's softened predictions and from its pooled feature (hint). At inference every
-exit gives logits, which the dynamic early-exit policy in `skd_ray.early_exit` uses.
+exit gives logits, which the dynamic early-exit policy in `skd_ray.training.early_exit` uses.
 
 Loss: CE(z_deep, y) + sum_i [(1-a) CE(z_i, y) + a KL_T(sg(z_deep) || z_i)]
       + b sum_{i in hint exits} hint(W_i f_i, sg(f_deep))

@@ -20,10 +20,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from skd_ray.early_exit import TradeoffPoint
 from skd_ray.results.importance import ImportanceUnavailable, param_importances
 from skd_ray.results.leaderboard import decode_params, varying_params
 from skd_ray.results.search_data import SearchData
+from skd_ray.training.early_exit import TradeoffPoint
 
 DPI = 110
 MAX_AXES = 10  # parallel-coordinates axes beyond this are unreadable

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from skd_ray.early_exit import Tradeoff, tradeoff_from_metrics
 from skd_ray.results.leaderboard import TrialRow, find_search_run, trial_rows
 from skd_ray.results.tracking import STATUS_TAG, client
+from skd_ray.training.early_exit import Tradeoff, tradeoff_from_metrics
 
 OBJECTIVE = "val_acc"  # what searches select on (validation accuracy of the deployable network)
 SEARCH_TAGS = ("skd.space", "skd.methods", "skd.git_commit")

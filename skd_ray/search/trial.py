@@ -18,12 +18,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from skd_ray.engine import fit
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
 from skd_ray.search.pool.link import PoolLink
 from skd_ray.search.sessions import RaySession, TuneTrialSession
 from skd_ray.search.space import SearchSpace
+from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).

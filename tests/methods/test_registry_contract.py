@@ -14,11 +14,11 @@ import torch
 from handcalc import batch
 from interrupting_session import Interrupted, StopAfter
 
-from skd_ray.engine import fit
 from skd_ray.errors import ConfigError
 from skd_ray.methods import FINAL, METHODS, MethodContext, build_method
 from skd_ray.models import StagedResNet
 from skd_ray.training.checkpoint import CHECKPOINT_FILE
+from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from handcalc import batch, close, cross_entropy, kl_t, run_two_ranks, tiny_backbone
 
-from skd_ray.engine import lr_factor
 from skd_ray.errors import ConfigError
 from skd_ray.methods import MethodContext
 from skd_ray.methods.srdl import Srdl, SrdlParams
+from skd_ray.training.engine import lr_factor
 from skd_ray.training.resolve import resolve_config
 
 N = 6  # training-set size of the tiny runs

@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from skd_ray.engine import fit
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import TrialTracker
 from skd_ray.search.pool.mailbox import SHUTDOWN
 from skd_ray.search.sessions import RaySession
 from skd_ray.training.checkpoint import load_state
+from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import publish
 

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.final_summary import (
+from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
+from skd_ray.results.tracking import STATUS_TAG, child_runs, client, log_params, param_text
+from skd_ray.search.space import SearchSpace
+from skd_ray.selection.final_summary import (
     ConfigSummary,
     final_config,
     format_final_table,
@@ -26,9 +29,6 @@ from skd_ray.final_summary import (
     shared_items,
     summarize,
 )
-from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
-from skd_ray.results.tracking import STATUS_TAG, child_runs, client, log_params, param_text
-from skd_ray.search.space import SearchSpace
 from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)

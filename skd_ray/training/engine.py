@@ -2,7 +2,7 @@
 
 The loop is generic over methods (it only calls the SelfKDMethod interface) and over where it
 runs: a `Session` supplies the device, the rank, DDP wrapping, the checkpoint to resume from
-and where reports go. `skd_ray.session` has an in-process session and a Ray Train one.
+and where reports go. `skd_ray.training.session` has an in-process session, `skd_ray.search.sessions` the Ray ones.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from torch import nn
 
 from skd_ray.config import TrainConfig
 from skd_ray.data import build_loader, load_data
-from skd_ray.early_exit import exit_compute, exit_metric_sums
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method
 from skd_ray.models import build_backbone
+from skd_ray.training.early_exit import exit_compute, exit_metric_sums
 
 
 class Session(Protocol):
-    """Where a training run executes and reports (see skd_ray.session)."""
+    """Where a training run executes and reports (see skd_ray.training.session and skd_ray.search.sessions)."""
 
     rank: int
     world_size: int

@@ -1,7 +1,7 @@
 """Pareto fronts of trials over several objectives, each maximised or minimised.
 
 Pure functions on plain numbers, so the front that a multi-objective search reports can be
-checked by hand; `skd_ray.multi_objective` reads the trials from MLflow and records it.
+checked by hand; `skd_ray.selection.multi_objective` reads the trials from MLflow and records it.
 """
 
 from __future__ import annotations

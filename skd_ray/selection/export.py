@@ -28,11 +28,11 @@ from torch import nn
 
 from skd_ray.data import build_loader, load_data
 from skd_ray.errors import SkdError
-from skd_ray.final_summary import select_top_configs
 from skd_ray.methods import MethodContext, build_method
 from skd_ray.models import build_backbone
 from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
 from skd_ray.results.tracking import client
+from skd_ray.selection.final_summary import select_top_configs
 from skd_ray.training.checkpoint import load_state
 from skd_ray.training.resolve import resolve_config
 

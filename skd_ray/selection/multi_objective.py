@@ -1,7 +1,7 @@
 """Accuracy/compute search for multi-exit methods: objectives, checks, and the Pareto front.
 
 The two objectives belong to one deployment, the dynamic early-exit policy at a confidence
-threshold T (see `skd_ray.early_exit`): its validation accuracy `val_acc.dynamic_t<T>`
+threshold T (see `skd_ray.training.early_exit`): its validation accuracy `val_acc.dynamic_t<T>`
 (maximised) and its expected compute `val_compute.dynamic_t<T>` (minimised; MACs per image
 relative to the plain backbone, the exit heads it ran included). Pairing the deployable
 network's accuracy with the policy's compute would put trials on the front whose accuracy
@@ -16,14 +16,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from skd_ray.early_exit import threshold_key
 from skd_ray.errors import SkdError
-from skd_ray.final_summary import param_cell
 from skd_ray.methods import METHODS, get_method_spec
-from skd_ray.pareto import pareto_front
 from skd_ray.results.leaderboard import format_table, varying_params
 from skd_ray.results.tracking import STATUS_TAG, child_runs, client
 from skd_ray.search.space import SearchSpace
+from skd_ray.selection.final_summary import param_cell
+from skd_ray.selection.pareto import pareto_front
+from skd_ray.training.early_exit import threshold_key
 from skd_ray.training.resolve import resolve_config
 
 # BYOT's official thresholds lie around 0.95-0.98; 0.95 is one of eval.thresholds' defaults.
