@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy
-from skd_ray.training.early_exit import exit_metric_sums, exit_thresholds, threshold_key
+from skd_ray.training.early_exit import exit_metric_sums, exit_thresholds
+from skd_ray.training.metrics import threshold_key
 
 # Probabilities per exit (rows: samples 0..3, columns: classes 0..2). Logits are their logs,
 # so softmax gives these numbers back.

@@ -12,6 +12,7 @@ from typing import Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import STATUS_TAG, client
+from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, exit_accuracies
 
 
 @dataclass
@@ -52,11 +53,10 @@ def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRo
     rows = []
     for run in runs:
         m = run.data.metrics
-        exits = {k.removeprefix("best_val_acc."): v for k, v in m.items()
-                 if k.startswith("best_val_acc.") and "dynamic" not in k}
+        exits = exit_accuracies(m, BEST_VAL_ACC)
         rows.append(TrialRow(run.data.tags.get("skd.trial_name", run.info.run_name or run.info.run_id),
                              run.info.run_id, run.data.tags.get(STATUS_TAG, run.info.status.lower()),
-                             int(m.get("epoch", 0)), float(m.get("best_val_acc", float("nan"))),
+                             int(m.get(EPOCH, 0)), float(m.get(BEST_VAL_ACC, float("nan"))),
                              exits, dict(run.data.params), int(run.info.start_time or 0)))
     rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc), reverse=True)
     return rows

@@ -14,8 +14,9 @@ from typing import Any
 from skd_ray.results.leaderboard import TrialRow, find_search_run, trial_rows
 from skd_ray.results.tracking import STATUS_TAG, client
 from skd_ray.training.early_exit import Tradeoff, tradeoff_from_metrics
+from skd_ray.training.metrics import VAL_ACC, is_evaluation
 
-OBJECTIVE = "val_acc"  # what searches select on (validation accuracy of the deployable network)
+OBJECTIVE = VAL_ACC  # what searches select on (validation accuracy of the deployable network)
 SEARCH_TAGS = ("skd.space", "skd.methods", "skd.git_commit")
 
 
@@ -88,7 +89,7 @@ def metrics_at_best_epoch(uri: str, run_id: str) -> tuple[dict[str, float], int]
     if not history:
         return {}, 0
     best = max(history, key=lambda m: (m.value, -m.step))
-    keys = [k for k in client(uri).get_run(run_id).data.metrics if k.startswith(("val_acc", "val_compute"))]
+    keys = [k for k in client(uri).get_run(run_id).data.metrics if is_evaluation(k, "val")]
     out: dict[str, float] = {}
     for key in keys:
         values = {m.step: m.value for m in _history(uri, run_id, key)}

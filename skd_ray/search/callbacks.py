@@ -7,6 +7,7 @@ from typing import Any
 from ray import tune
 
 from skd_ray.results.tracking import LAST_ERROR_TAG, STATUS_TAG, client, find_trial_run, finish_trial_run
+from skd_ray.training.metrics import EPOCH
 
 
 class ChildRunStatus(tune.Callback):
@@ -30,7 +31,7 @@ class ChildRunStatus(tune.Callback):
             finish_trial_run(self.uri, run_id, status, reason)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        epoch = (trial.last_result or {}).get("epoch", 0)
+        epoch = (trial.last_result or {}).get(EPOCH, 0)
         self._close(trial, "completed" if epoch >= self.max_epochs else "early_stopped", None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

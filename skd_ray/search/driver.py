@@ -15,13 +15,17 @@ from ray import tune
 from skd_ray.errors import SkdError
 from skd_ray.results.artifacts import log_search_plots
 from skd_ray.results.tracking import finish_trial_run, open_trial_runs, reopen_run, start_search_run
+from skd_ray.search.autoscaler import plan_search
 from skd_ray.search.callbacks import ChildRunStatus
-from skd_ray.search.cluster import connect_ray, plan_concurrency
+from skd_ray.search.closing import close_search
+from skd_ray.search.cluster import connect_ray, stop_on_sigterm
 from skd_ray.search.points import PointsSearcher
 from skd_ray.search.pool.driver import DDPPools
 from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state import STATE_FILE, read_state, safe_name, write_state
 from skd_ray.search.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
+from skd_ray.search.waiting import progress_callback, raise_if_gave_up, watch_search
+from skd_ray.training.metrics import EPOCH
 
 # Memory reserved for the trial process itself (see trial_resources).
 TRIAL_DRIVER_MEMORY = 100 * 1024**2
@@ -29,11 +33,15 @@ TRIAL_DRIVER_MEMORY = 100 * 1024**2
 
 def trial_resources(settings: TrialSettings) -> dict[str, float]:
     """What Tune reserves for a trial's own process. Training in place, that is the worker's
-    CPU/GPU; otherwise only memory: the process just waits on its DDP pool or TorchTrainer
-    and must not hold a CPU their workers need (a 2-worker trial on a 2-CPU node would deadlock)."""
+    CPU/GPU and nothing else: an autoscaler launches a node only for a request that one of
+    its node types declares in full, and node types rarely declare `memory` (Ray's cluster
+    simulator cannot), so a CPU + memory request would never get a node. Otherwise only
+    memory, which every running node has (the head too): the process just waits on its DDP
+    pool or TorchTrainer and must not hold a CPU their workers need (a 2-worker trial on a
+    2-CPU node would deadlock); Tune refuses an empty request."""
     if not settings.trains_in_trial_process:
         return {"memory": TRIAL_DRIVER_MEMORY}
-    resources = {"cpu": settings.cpus_per_worker, "memory": TRIAL_DRIVER_MEMORY}
+    resources = {"cpu": settings.cpus_per_worker}
     if settings.gpus_per_worker > 0:
         resources["gpu"] = settings.gpus_per_worker
     return resources
@@ -47,16 +55,15 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     exp_dir = Path(req.storage) / name
     state_file = exp_dir / STATE_FILE
     connect_ray(req.address)
-    concurrency = plan_concurrency(ray.cluster_resources(), req)
+    stop_on_sigterm()
+    concurrency, autoscaling = plan_search(req)
     max_epochs = int(req.space.fixed.get("train.epochs", 15))
-    num_samples = req.num_samples
     if req.resume:
         if not state_file.exists() or not tune.Tuner.can_restore(str(exp_dir)):
             raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
                            "or drop --resume to start a new search")
         state = read_state(exp_dir)
         experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
-        num_samples = int(state["request"]["num_samples"])  # Tune restores its own; --num-samples is ignored
         reopen_run(req.tracking_uri, parent_run_id)
     else:
         if state_file.exists():
@@ -70,9 +77,24 @@ def run_search(req: SearchRequest) -> SearchOutcome:
              "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,
              **{f"fixed.{k}": v for k, v in req.space.fixed.items()}},
         )
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        write_state(exp_dir, experiment_id, parent_run_id, {f.name: getattr(req, f.name) for f in fields(req)},
-                    req.space)
+    try:
+        if not req.resume:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            write_state(exp_dir, experiment_id, parent_run_id, {f.name: getattr(req, f.name) for f in fields(req)},
+                        req.space)
+        with watch_search(name, autoscaling, req.resource_wait_s):
+            outcome = tune_and_close(req, exp_dir, name, experiment_id, parent_run_id, concurrency, max_epochs)
+    except BaseException as err:
+        # Whatever ends the search here (a bug, Ctrl-C, a full disk), its runs get a final status.
+        close_search(req.tracking_uri, experiment_id, parent_run_id, exp_dir / "optuna.db", name, err)
+        raise
+    raise_if_gave_up(name)  # closed as interrupted above; now the one error line
+    return outcome
+
+
+def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, parent_run_id: str,
+                   concurrency: int, max_epochs: int) -> SearchOutcome:
+    """Run Tune to its end, then close the search's runs as what Tune recorded says it is."""
     pools = None
     if req.workers > 1 and req.ddp_pool:
         # The pools' own Ray Train runs (no checkpoints: those go to Tune) sit inside the search's directory.
@@ -82,7 +104,9 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     finally:
         if pools is not None:
             pools.shutdown()
-    interrupted = len(results) < num_samples or unfinished_trials(exp_dir) > 0
+    # Decided from what Tune recorded, not from a trial count: a trial lost to a full disk is
+    # never recorded, and waiting for it would keep the search interrupted forever.
+    interrupted = unfinished_trials(exp_dir) > 0
     if interrupted:
         for run_id in open_trial_runs(req.tracking_uri, experiment_id, parent_run_id):
             finish_trial_run(req.tracking_uri, run_id, "interrupted")
@@ -102,7 +126,8 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
                              req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
                              req.always_ray_train, pools.name if pools is not None else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
-    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), *req.callbacks]
+    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), progress_callback(name),
+                 *req.callbacks]
     if pools is not None:
         callbacks.append(pools.callback())
     if req.resume:
@@ -193,6 +218,6 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     )
     if req.objectives or not req.early_stopping:
         return searcher, None
-    return searcher, ASHAScheduler(time_attr="epoch", metric=req.space.metric, mode=req.space.mode,
+    return searcher, ASHAScheduler(time_attr=EPOCH, metric=req.space.metric, mode=req.space.mode,
                                    max_t=max_epochs, grace_period=min(req.grace_period, max_epochs),
                                    reduction_factor=req.reduction_factor)

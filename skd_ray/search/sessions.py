@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from skd_ray.training.metrics import IS_BEST
 from skd_ray.training.session import MetricSink, pick_device, publish
 
 
@@ -93,7 +94,7 @@ class RaySession:
     def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
         import ray.train
 
-        metrics = {**metrics, "is_best": float(is_best)}
+        metrics = {**metrics, IS_BEST: float(is_best)}
         if self.rank != 0:
             ray.train.report(metrics)
             return
@@ -140,5 +141,5 @@ class TuneTrialSession:
         from ray import tune
 
         publish(self.sink, metrics, state, is_best)
-        report_with_state(tune.report, tune.Checkpoint, {**metrics, "is_best": float(is_best)}, state)
+        report_with_state(tune.report, tune.Checkpoint, {**metrics, IS_BEST: float(is_best)}, state)
         self.reports += 1

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from skd_ray.errors import ConfigError
+from skd_ray.training.metrics import VAL_ACC
 from skd_ray.training.resolve import resolve_config
 
 TYPES = ("float", "int", "categorical", "subset")
@@ -92,7 +93,7 @@ class SearchSpace:
     description: str
     fixed: dict[str, Any]
     params: list[Param]
-    metric: str = "val_acc"
+    metric: str = VAL_ACC
     mode: str = "max"
 
     def define_by_run(self, trial: Any) -> dict[str, Any]:
@@ -248,7 +249,7 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
         fixed[key] = value
         params = [p for p in params if p.key != key]
     space = SearchSpace(str(path), str(data.get("description", "")), fixed, params,
-                        str(data.get("metric", "val_acc")), str(data.get("mode", "max")))
+                        str(data.get("metric", VAL_ACC)), str(data.get("mode", "max")))
     validate_space(space)
     return space
 

@@ -24,6 +24,7 @@ from skd_ray.search.pool.link import PoolLink
 from skd_ray.search.sessions import RaySession, TuneTrialSession
 from skd_ray.search.space import SearchSpace
 from skd_ray.training.engine import fit
+from skd_ray.training.metrics import EPOCH
 from skd_ray.training.resolve import resolve_config
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
@@ -187,8 +188,8 @@ def train_with_ray_train(flat: dict[str, Any], epochs: int, run_id: str, setting
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute="val_acc",
-                checkpoint_score_order="max"),
+                num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=settings.space.metric,
+                checkpoint_score_order=settings.space.mode),
         ),
     )
     result = trainer.fit()
@@ -207,7 +208,7 @@ def finished_train_metrics(run_path: str, epochs: int) -> dict[str, Any] | None:
     except RuntimeError:  # no such run, or it never registered a checkpoint
         return None
     metrics = dict(result.metrics or {})
-    return metrics if metrics.get("epoch", 0) >= epochs else None
+    return metrics if metrics.get(EPOCH, 0) >= epochs else None
 
 
 def failure_reason(err: BaseException) -> str:

@@ -29,6 +29,7 @@ from skd_ray.selection.final_summary import (
     shared_items,
     summarize,
 )
+from skd_ray.training.metrics import TEST_ACC
 from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)
@@ -147,7 +148,7 @@ def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: lis
         for key, value in ((RANK_TAG, str(rank)), (SOURCE_TAG, source.name), ("skd.source_run_id", source.run_id)):
             c.set_tag(run.info.run_id, key, value)
         completed = run.data.tags.get(STATUS_TAG) == "completed"
-        results.append((rank, int(run.data.params[SEED_KEY]), run.data.metrics.get("test_acc") if completed else None))
+        results.append((rank, int(run.data.params[SEED_KEY]), run.data.metrics.get(TEST_ACC) if completed else None))
     return results
 
 

@@ -23,7 +23,7 @@ from skd_ray.results.tracking import STATUS_TAG, child_runs, client
 from skd_ray.search.space import SearchSpace
 from skd_ray.selection.final_summary import param_cell
 from skd_ray.selection.pareto import pareto_front
-from skd_ray.training.early_exit import threshold_key
+from skd_ray.training.metrics import VAL_ACC, acc, compute, dynamic_answer
 from skd_ray.training.resolve import resolve_config
 
 # BYOT's official thresholds lie around 0.95-0.98; 0.95 is one of eval.thresholds' defaults.
@@ -33,8 +33,8 @@ PARETO_TAG = "skd.pareto"
 
 def objectives(threshold: float) -> list[tuple[str, str]]:
     """(metric, mode) of the two objectives at `threshold`."""
-    key = threshold_key(threshold)
-    return [(f"val_acc.dynamic_{key}", "max"), (f"val_compute.dynamic_{key}", "min")]
+    answer = dynamic_answer(threshold)
+    return [(acc("val", answer), "max"), (compute("val", answer), "min")]
 
 
 def check_multi_objective(space: SearchSpace, threshold: float) -> None:
@@ -73,7 +73,7 @@ def evaluated_trials(uri: str, experiment_id: str, parent_run_id: str,
         if run.data.tags.get(STATUS_TAG) != "completed" or any(k not in m for k, _ in objs):
             continue
         out.append(ParetoTrial(run.data.tags.get("skd.trial_name", run.info.run_name or run.info.run_id),
-                               run.info.run_id, [float(m[k]) for k, _ in objs], float(m.get("val_acc", "nan")),
+                               run.info.run_id, [float(m[k]) for k, _ in objs], float(m.get(VAL_ACC, "nan")),
                                dict(run.data.params)))
     return out
 

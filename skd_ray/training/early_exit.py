@@ -15,11 +15,16 @@ from dataclasses import dataclass
 import torch
 
 from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy
-
-
-def threshold_key(threshold: float) -> str:
-    """Metric-name fragment for a threshold, e.g. 0.95 -> 't0.95'."""
-    return f"t{threshold:g}"
+from skd_ray.training.metrics import (
+    ENSEMBLE,
+    acc,
+    batch_key,
+    compute,
+    compute_answers,
+    dynamic_answer,
+    is_dynamic,
+    threshold_of,
+)
 
 
 def exit_thresholds(threshold: float, num_exits: int, policy: ExitPolicy) -> torch.Tensor:
@@ -42,7 +47,7 @@ def exit_metric_sums(logits: dict[str, torch.Tensor], y: torch.Tensor,
     sums: dict[str, torch.Tensor] = {}
     probs = {name: torch.softmax(z.float(), dim=1) for name, z in logits.items()}
     for name, z in logits.items():
-        sums[f"acc.{name}"] = (z.argmax(1) == y).sum().float()
+        sums[batch_key("acc", name)] = (z.argmax(1) == y).sum().float()
     if len(logits) == 1:
         return sums
     names = list(logits)
@@ -52,7 +57,7 @@ def exit_metric_sums(logits: dict[str, torch.Tensor], y: torch.Tensor,
         ensemble = stacked.mean(0)
     else:
         ensemble = torch.stack([logits[n].float() for n in names]).mean(0)
-    sums["acc.ensemble"] = (ensemble.argmax(1) == y).sum().float()
+    sums[batch_key("acc", ENSEMBLE)] = (ensemble.argmax(1) == y).sum().float()
     conf, pred = stacked.max(dim=2)  # (exits, batch)
     cumulative = torch.tensor([costs[n].cumulative for n in names], device=y.device)
     for t in thresholds:
@@ -62,9 +67,8 @@ def exit_metric_sums(logits: dict[str, torch.Tensor], y: torch.Tensor,
         first = torch.where(any_conf, confident.float().argmax(0), torch.full_like(y, len(names) - 1))
         chosen = pred.gather(0, first[None]).squeeze(0)
         chosen = torch.where(any_conf, chosen, ensemble.argmax(1))
-        key = threshold_key(t)
-        sums[f"acc.dynamic_{key}"] = (chosen == y).sum().float()
-        sums[f"compute.dynamic_{key}"] = cumulative[first].sum()
+        sums[batch_key("acc", dynamic_answer(t))] = (chosen == y).sum().float()
+        sums[batch_key("compute", dynamic_answer(t))] = cumulative[first].sum()
     return sums
 
 
@@ -76,8 +80,8 @@ def exit_compute(costs: dict[str, ExitCost]) -> dict[str, float]:
     """
     if len(costs) <= 1:
         return {}
-    out = {f"compute.{name}": cost.standalone for name, cost in costs.items()}
-    out["compute.ensemble"] = max(cost.cumulative for cost in costs.values())
+    out = {batch_key("compute", name): cost.standalone for name, cost in costs.items()}
+    out[batch_key("compute", ENSEMBLE)] = max(cost.cumulative for cost in costs.values())
     return out
 
 
@@ -105,19 +109,18 @@ def tradeoff_from_metrics(metrics: dict[str, float], prefix: str = "val") -> Tra
 
     None for single-exit methods, which log no compute metrics.
     """
-    acc, compute = f"{prefix}_acc", f"{prefix}_compute."
-    names = [k.removeprefix(compute) for k in metrics if k.startswith(compute)]
     exits, ensemble, dynamic = [], None, []
-    for name in names:
-        key = acc if name == FINAL else f"{acc}.{name}"
+    for name in compute_answers(metrics, prefix):
+        key = acc(prefix) if name == FINAL else acc(prefix, name)
         if key not in metrics:
             continue
-        if name.startswith("dynamic_t"):
-            dynamic.append(TradeoffPoint(name.removeprefix("dynamic_t"), metrics[key], metrics[compute + name]))
-        elif name == "ensemble":
-            ensemble = TradeoffPoint(name, metrics[key], metrics[compute + name])
+        cost = metrics[compute(prefix, name)]
+        if is_dynamic(name):
+            dynamic.append(TradeoffPoint(threshold_of(name), metrics[key], cost))
+        elif name == ENSEMBLE:
+            ensemble = TradeoffPoint(name, metrics[key], cost)
         else:
-            exits.append(TradeoffPoint(name, metrics[key], metrics[compute + name]))
+            exits.append(TradeoffPoint(name, metrics[key], cost))
     if not exits:
         return None
     exits.sort(key=lambda p: p.compute)

@@ -20,7 +20,20 @@ from skd_ray.data import build_loader, load_data
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method
 from skd_ray.models import build_backbone
+from skd_ray.training import metrics as metric_names
 from skd_ray.training.early_exit import exit_compute, exit_metric_sums
+from skd_ray.training.metrics import (
+    BEST_VAL_ACC,
+    EPOCH,
+    LR,
+    TIME_EPOCH_S,
+    TIME_STARTUP_S,
+    TRAIN_LOSS,
+    VAL_ACC,
+    is_accuracy,
+    split_key,
+    train_term,
+)
 
 
 class Session(Protocol):
@@ -120,7 +133,7 @@ def train_one_epoch(model: nn.Module, method: SelfKDMethod, loader: Any,
         if steps == 1:
             first_step = tick - start
     elapsed = time.perf_counter() - start
-    means = {f"train_{k}": float(v) / max(1, steps) for k, v in sums.items()}
+    means = {train_term(k): float(v) / max(1, steps) for k, v in sums.items()}
     means["time_data_frac"] = wait / elapsed if elapsed > 0 else 0.0
     means["time_first_step_s"] = first_step
     return means
@@ -155,9 +168,8 @@ def evaluate(method: SelfKDMethod, loader: Any, cfg: TrainConfig, device: torch.
     total = float(vector[-1])
     metrics = {}
     for k, v in zip(keys, vector[:-1].tolist()):
-        name = "acc" if k == "acc.final" else k
-        metrics[f"{prefix}_{name}"] = v / total
-    metrics.update({f"{prefix}_{k}": v for k, v in exit_compute(costs or {}).items()})
+        metrics[split_key(prefix, k)] = v / total
+    metrics.update({split_key(prefix, k): v for k, v in exit_compute(costs or {}).items()})
     return metrics
 
 
@@ -239,27 +251,26 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
         first_step = train_metrics.pop("time_first_step_s")
         train_metrics = mean_over_ranks(train_metrics, device)
         if started_at is not None and epoch == start_epoch:
-            train_metrics["time_startup_s"] = wall0 + first_step - started_at
+            train_metrics[TIME_STARTUP_S] = wall0 + first_step - started_at
         method.on_epoch_end(epoch, cfg.train.epochs)
-        if not math.isfinite(train_metrics["train_loss"]):
+        if not math.isfinite(train_metrics[TRAIN_LOSS]):
             raise TrainingDiverged(
-                f"loss became {train_metrics['train_loss']} in epoch {epoch + 1}",
+                f"loss became {train_metrics[TRAIN_LOSS]} in epoch {epoch + 1}",
                 "lower optim.lr or the method's loss weights, or set train.grad_clip",
             )
         scheduler.step()
         val_metrics = evaluate(method, loaders["val"], cfg, device)
-        is_best = val_metrics["val_acc"] > best.get("best_val_acc", -1.0)
+        is_best = val_metrics[VAL_ACC] > best.get(BEST_VAL_ACC, -1.0)
         for k, v in val_metrics.items():
-            if k.startswith("val_acc"):
-                best_key = "best_" + k
-                best[best_key] = max(best.get(best_key, -1.0), v)
+            if is_accuracy(k, "val"):
+                best[metric_names.best(k)] = max(best.get(metric_names.best(k), -1.0), v)
         if cfg.eval.test_at_end and epoch + 1 == cfg.train.epochs:
             # Final evaluation only: the last epoch's model is scored on the test split, once.
             test_loader = build_loader(data, "test", cfg, rank=session.rank, world_size=session.world_size,
                                        device=device)
             val_metrics.update(evaluate(method, test_loader, cfg, device, prefix="test"))
-        metrics = {"epoch": epoch + 1, "lr": lr, **train_metrics, **val_metrics, **best,
-                   "time_epoch_s": time.perf_counter() - t0}
+        metrics = {EPOCH: epoch + 1, LR: lr, **train_metrics, **val_metrics, **best,
+                   TIME_EPOCH_S: time.perf_counter() - t0}
         session.report(metrics, checkpoint_state(method, optimizer, scheduler, scaler, epoch + 1, best, metrics),
                        is_best)
     return metrics

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from skd_ray.training.metrics import EPOCH, TIME_EPOCH_S, TRAIN_LOSS, VAL_ACC, exit_accuracies
 
 
 class MetricSink(Protocol):
@@ -28,7 +29,7 @@ def publish(sink: MetricSink | None, metrics: dict[str, float], state: dict[str,
     """Send an epoch's metrics, and the model state when it is the best so far, to `sink`."""
     if sink is None:
         return
-    sink.log_epoch(int(metrics["epoch"]), metrics)
+    sink.log_epoch(int(metrics[EPOCH]), metrics)
     if is_best:
         with tempfile.TemporaryDirectory() as tmp:
             sink.log_best_state({"model": state["model"], "epoch": state["epoch"]}, Path(tmp))
@@ -43,11 +44,10 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
 
 def format_epoch_line(metrics: dict[str, float], total_epochs: int) -> str:
     """One terminal line per epoch: loss, deployable and per-exit validation accuracy."""
-    exits = [f"{k.removeprefix('val_acc.')}={v:.3f}" for k, v in metrics.items()
-             if k.startswith("val_acc.") and "dynamic" not in k]
-    return (f"epoch {int(metrics['epoch'])}/{total_epochs} loss={metrics['train_loss']:.4f} "
-            f"val_acc={metrics['val_acc']:.4f} " + " ".join(exits)
-            + f" ({metrics['time_epoch_s']:.1f}s)").rstrip()
+    exits = [f"{answer}={v:.3f}" for answer, v in exit_accuracies(metrics, VAL_ACC).items()]
+    return (f"epoch {int(metrics[EPOCH])}/{total_epochs} loss={metrics[TRAIN_LOSS]:.4f} "
+            f"val_acc={metrics[VAL_ACC]:.4f} " + " ".join(exits)
+            + f" ({metrics[TIME_EPOCH_S]:.1f}s)").rstrip()
 
 
 class LocalSession:

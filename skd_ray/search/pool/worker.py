@@ -30,6 +30,7 @@ from skd_ray.search.pool.mailbox import SHUTDOWN
 from skd_ray.search.sessions import RaySession
 from skd_ray.training.checkpoint import load_state
 from skd_ray.training.engine import fit
+from skd_ray.training.metrics import IS_BEST
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import publish
 
@@ -94,7 +95,7 @@ class PoolSession(RaySession):
     def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
         import ray
 
-        metrics = {**metrics, "is_best": float(is_best)}
+        metrics = {**metrics, IS_BEST: float(is_best)}
         self.reports += 1
         decision = "proceed"
         if self.rank == 0:
