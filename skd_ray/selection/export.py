@@ -26,15 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from skd_ray.data import build_loader, load_data
+from skd_ray.data import build_loader
 from skd_ray.errors import SkdError
-from skd_ray.methods import MethodContext, build_method
-from skd_ray.models import build_backbone
 from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
 from skd_ray.results.tracking import client
 from skd_ray.selection.final_summary import select_top_configs
 from skd_ray.training.checkpoint import load_state
-from skd_ray.training.resolve import resolve_config
+from skd_ray.training.resolve import build_run, resolve_config
 
 CHECKPOINT_ARTIFACT = "best_checkpoint.pt"
 MODEL_FILE = "model.pt2"
@@ -76,9 +74,7 @@ def load_best_method(uri: str, run_id: str, flat: dict[str, Any]) -> tuple[Any, 
             raise SkdError(f"run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({str(err).splitlines()[0]})",
                            "export a search whose trials finished at least one epoch") from None
         state = load_state(Path(path))
-    data = load_data(cfg.data)
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
-    method = build_method(cfg.method, backbone, cfg.method_params, MethodContext(num_train_samples=len(data.train)))
+    data, method = build_run(cfg)
     method.load_state_dict(state["model"])
     return method.eval(), data, state
 

@@ -18,8 +18,7 @@ from torch import nn
 from skd_ray.config import TrainConfig
 from skd_ray.data import build_loader, load_data
 from skd_ray.errors import TrainingDiverged
-from skd_ray.methods import MethodContext, SelfKDMethod, build_method
-from skd_ray.models import build_backbone
+from skd_ray.methods import SelfKDMethod
 from skd_ray.training import metrics as metric_names
 from skd_ray.training.early_exit import exit_compute, exit_metric_sums
 from skd_ray.training.metrics import (
@@ -34,6 +33,7 @@ from skd_ray.training.metrics import (
     split_key,
     train_term,
 )
+from skd_ray.training.resolve import build_run
 
 
 class Session(Protocol):
@@ -213,10 +213,8 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
     device = session.device
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    data = load_data(cfg.data)
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
-    method = build_method(cfg.method, backbone, cfg.method_params,
-                          MethodContext(num_train_samples=len(data.train))).to(device)
+    data, method = build_run(cfg)
+    method = method.to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, method.parameters())
