@@ -10,6 +10,7 @@ from skd_ray.results.artifacts import write_report
 from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+EXIT_FAILED = 1  # an unexpected failure (its traceback is in a log file)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 

@@ -20,9 +20,17 @@ from skd_ray.cli.after import (
     run_finished_search,
     wants_finished_search,
 )
-from skd_ray.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, REPO_ROOT, show_results, write_search_report
+from skd_ray.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    REPO_ROOT,
+    show_results,
+    write_search_report,
+)
+from skd_ray.cli.failure import FailureLog, as_user_error
 from skd_ray.cli.search import resume_search, run_debug, run_ray_search
-from skd_ray.errors import ConfigError, SkdError
+from skd_ray.errors import ConfigError, SkdError, is_disk_full
 from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
 from skd_ray.results.tracking import check_reachable, default_tracking_uri
@@ -113,15 +121,23 @@ def check_method_matches(space_method: Any, args: argparse.Namespace, path: Path
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    FailureLog.use(None)
     try:
         return run(args)
     except SkdError as err:
-        fix = f" -- fix: {err.fix}" if err.fix else ""
-        print(f"error: {err.problem}{fix}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return print_error(err, EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept in MLflow; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - one line and a log file instead of a bare traceback
+        return print_error(as_user_error(err), EXIT_USER_ERROR if is_disk_full(err) else EXIT_FAILED)
+
+
+def print_error(err: SkdError, code: int) -> int:
+    """The one `error: <problem> -- fix: <fix>` line of a command that cannot go on."""
+    fix = f" -- fix: {err.fix}" if err.fix else ""
+    print(f"error: {err.problem}{fix}", file=sys.stderr)
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
