@@ -9,7 +9,6 @@ splits on thresholds, so it needs no log scale and the observed range is enough.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from skd_ray.results.leaderboard import TrialRow, decode_params, varying_params
@@ -29,7 +28,7 @@ def param_importances(rows: list[TrialRow], seed: int = 0) -> dict[str, float]:
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    scored = [r for r in rows if math.isfinite(r.best_val_acc) and r.status != "failed"]
+    scored = [r for r in rows if r.is_scored]
     if len(scored) < 2:
         raise ImportanceUnavailable(f"needs at least 2 finished trials, the search has {len(scored)}")
     values = [decode_params(r.params) for r in scored]

@@ -7,12 +7,16 @@ any machine that can reach the tracking store, long after the cluster is gone.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import STATUS_TAG, client
 from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, exit_accuracies
+
+# Statuses of trials that may be chosen as a search's best configuration.
+SELECTABLE_STATUSES = ("completed", "early_stopped")
 
 
 @dataclass
@@ -27,6 +31,18 @@ class TrialRow:
     exit_acc: dict[str, float]
     params: dict[str, str]
     start_time: int = 0  # ms since the epoch: the order in which the search started its trials
+
+    @property
+    def is_scored(self) -> bool:
+        """Has a validation accuracy to show (plots, importances): not failed, some epoch done."""
+        return math.isfinite(self.best_val_acc) and self.status != "failed"
+
+    @property
+    def is_selectable(self) -> bool:
+        """May be chosen as a search's best configuration (the report, `--export-best`,
+        `--final-top`): it finished, by completing or by an ASHA stop (ranked by what it reached);
+        failed, running and interrupted trials are not candidates."""
+        return self.status in SELECTABLE_STATUSES and math.isfinite(self.best_val_acc)
 
 
 def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None) -> tuple[str, Any]:
@@ -105,11 +121,17 @@ def _short(v: str) -> str:
         return v[:16]
 
 
+def selectable(rows: list[TrialRow]) -> list[TrialRow]:
+    """The trials that may be chosen (`TrialRow.is_selectable`), best validation accuracy first."""
+    return sorted((r for r in rows if r.is_selectable), key=lambda r: r.best_val_acc, reverse=True)
+
+
 def best_config(rows: list[TrialRow]) -> dict[str, Any]:
-    """Flat config of the best trial, values decoded from MLflow's strings."""
-    if not rows:
-        raise SkdError("the search has no trials", "run a search first")
-    return decode_params(rows[0].params)
+    """Flat config of the best selectable trial, values decoded from MLflow's strings."""
+    chosen = selectable(rows)
+    if not chosen:
+        raise SkdError("the search has no finished trial", "run a search (or let it finish) first")
+    return decode_params(chosen[0].params)
 
 
 def decode_params(params: dict[str, str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from skd_ray.results.leaderboard import best_config, leaderboard_table, varying_params
+from skd_ray.results.leaderboard import best_config, leaderboard_table, selectable, varying_params
 from skd_ray.results.plots import PLOT_TITLES, PLOTS, PlotSet
 from skd_ray.results.search_data import SearchData
 
@@ -42,11 +42,11 @@ def _summary(data: SearchData) -> str:
 
 
 def _best(data: SearchData) -> str:
-    scored = data.scored()
-    if not scored:
+    chosen = selectable(data.rows)  # the rule --export-best and --final-top pick by
+    if not chosen:
         return "## Best configuration\n\nNo trial finished with a validation accuracy."
-    best = scored[0]
-    config = best_config(scored)
+    best = chosen[0]
+    config = best_config(chosen)
     searched = [k for k in varying_params(data.rows) if k in config]
     parts = ["## Best configuration", "",
              f"Trial `{best.name}` ({best.status}, {best.epochs} epochs): best validation accuracy "

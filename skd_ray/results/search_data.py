@@ -7,7 +7,6 @@ that reaches the tracking store, for searches finished long ago or elsewhere. On
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,7 @@ class SearchData:
 
     def scored(self) -> list[TrialRow]:
         """Trials with a validation accuracy that did not fail, best first."""
-        return [r for r in self.rows if math.isfinite(r.best_val_acc) and r.status != "failed"]
+        return [r for r in self.rows if r.is_scored]
 
     def in_start_order(self) -> list[TrialRow]:
         """Every trial in the order the search started them (Optuna's trial order)."""

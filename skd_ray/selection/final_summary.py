@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.results.leaderboard import TrialRow, decode_params, format_table, varying_params
+from skd_ray.results.leaderboard import TrialRow, decode_params, format_table, selectable, varying_params
 
-# Trials whose validation accuracy may rank them: finished ones (ASHA-stopped trials are
-# ranked by what they reached; failed and unfinished ones are not candidates).
-SELECTABLE = ("completed", "early_stopped")
 # How a chosen configuration is retrained: on train + validation, scored on test at the end.
 FINAL_OVERRIDES: dict[str, Any] = {"data.train_on_validation": True, "eval.test_at_end": True}
 
@@ -34,8 +31,7 @@ def select_top_configs(rows: list[TrialRow], k: int) -> list[TrialRow]:
     reached the higher accuracy represents a repeated configuration)."""
     if k < 1:
         raise SkdError(f"--final-top must be >= 1, got {k}", "pass e.g. --final-top 3")
-    candidates = [r for r in rows if r.status in SELECTABLE and math.isfinite(r.best_val_acc)]
-    candidates.sort(key=lambda r: r.best_val_acc, reverse=True)
+    candidates = selectable(rows)
     chosen: list[TrialRow] = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     for row in candidates:
