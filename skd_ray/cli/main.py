@@ -14,12 +14,7 @@ from typing import Any
 
 import yaml
 
-from skd_ray.cli.after import (
-    add_arguments,
-    check_combination,
-    run_finished_search,
-    wants_finished_search,
-)
+from skd_ray.cli.after import add_arguments, check_combination, run_finished_search, wants_finished_search
 from skd_ray.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -29,11 +24,13 @@ from skd_ray.cli.common import (
     write_search_report,
 )
 from skd_ray.cli.failure import FailureLog, as_user_error
+from skd_ray.cli.flags import check_flags
+from skd_ray.cli.preflight import check_space_data
 from skd_ray.cli.search import resume_search, run_debug, run_ray_search
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
 from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
-from skd_ray.results.tracking import check_reachable, default_tracking_uri
+from skd_ray.results.tracking import check_store_usable, default_tracking_uri
 from skd_ray.search.space import load_space, load_yaml
 
 
@@ -79,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="with --results: also write report.md (settings, leaderboard, "
                    "best config, early exit) and its PNG plots to DIR")
     p.add_argument("--resume", action="store_true", help="continue the latest search of --experiment")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only the search's final summary")
+    loud.add_argument("-v", "--verbose", action="store_true",
+                      help="also print Ray Tune's status tables and Ray's logs (default: one line per trial event)")
     add_arguments(p)  # --final-top, --export-best, --multi-objective and their options
     return p
 
@@ -142,6 +143,7 @@ def print_error(err: SkdError, code: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     uri = args.mlflow_uri or default_tracking_uri()
+    check_flags(args, build_parser().get_default)
     check_combination(args)
     searched = args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}"
     if args.report and not args.results:
@@ -162,15 +164,17 @@ def run(args: argparse.Namespace) -> int:
     check_method_matches(space_method, args, path)
     space = load_space(path, overrides)
     experiment = args.experiment or f"skd-{path.stem}"
-    check_reachable(uri)
+    check_space_data(space, 1 if args.debug else args.workers_per_trial)
     if args.debug:
+        check_store_usable(uri, experiment, multi_process=False)
         return run_debug(space, uri, experiment)
     return run_ray_search(args, space, uri, experiment)
 
 
 def space_method_of(path: Path) -> Any:
     """The method a space file fixes (`fixed: method:`), or None for a cross-method space."""
-    return (load_yaml(path).get("fixed") or {}).get("method")
+    fixed = load_yaml(path).get("fixed")
+    return fixed.get("method") if isinstance(fixed, dict) else None  # a wrong shape: load_space names it
 
 
 if __name__ == "__main__":

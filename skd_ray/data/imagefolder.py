@@ -36,8 +36,14 @@ class IndexedSamples(Dataset):
         from PIL import Image
 
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB")), label, i  # type: ignore[operator]
+        try:
+            with Image.open(path) as img:
+                return self.transform(img.convert("RGB")), label, i  # type: ignore[operator]
+        except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError, truncated, deleted
+            # A DataError is deterministic: the trial fails once with this reason instead of
+            # being retried (DataLoader workers re-raise it in the training process as DataError).
+            raise DataError(f"image {path} cannot be decoded ({type(err).__name__}: {err})",
+                            "replace or remove the damaged file") from None
 
 
 def scan_imagefolder(root: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
@@ -48,7 +54,11 @@ def scan_imagefolder(root: str) -> tuple[list[tuple[str, int]], list[tuple[str, 
     if not (base / "train").is_dir() or not (base / "val").is_dir():
         raise DataError(f"{root} lacks train/ and val/ folders",
                         "point --data-dir at a folder with train/<class>/ and val/ (ImageNet layout)")
-    train = ImageFolder(str(base / "train"))
+    try:
+        train = ImageFolder(str(base / "train"))
+    except (FileNotFoundError, OSError) as err:  # no class folder, or none with an image
+        raise DataError(f"{root}/train holds no usable class folders ({err})",
+                        "put each class's images in its own folder under train/") from None
     annotations = base / "val" / "val_annotations.txt"
     if annotations.exists():  # Tiny ImageNet: flat val/images with a label file
         test = []
@@ -57,7 +67,11 @@ def scan_imagefolder(root: str) -> tuple[list[tuple[str, int]], list[tuple[str, 
             if len(parts) >= 2 and parts[1] in train.class_to_idx:
                 test.append((str(base / "val" / "images" / parts[0]), train.class_to_idx[parts[1]]))
     else:
-        val = ImageFolder(str(base / "val"))
+        try:
+            val = ImageFolder(str(base / "val"))
+        except (FileNotFoundError, OSError) as err:
+            raise DataError(f"{root}/val holds no usable class folders ({err})",
+                            "make val/ hold the same class folders as train/") from None
         if val.class_to_idx != train.class_to_idx:
             raise DataError(f"{root}/val classes differ from {root}/train",
                             "make val/ hold the same class folders as train/")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,11 @@ FASHION_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+DIGITS_TRAIN_SIZE = 1797 - 359  # scikit-learn's digits less the fixed 20% test part
+# What reading a damaged or vanished dataset file raises (truncated gzip or pickle, a file
+# deleted between the check and the read, an undecodable image): turned into DataError, a
+# deterministic failure that a retry of the trial would only repeat.
+READ_ERRORS = (OSError, EOFError, ValueError, struct.error, pickle.UnpicklingError, zlib.error)
 
 
 def load_digits_splits(test_fraction: float = 0.2, split_seed: int = 0) -> tuple[TensorSplit, TensorSplit]:
@@ -61,7 +68,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _find_idx(directory: Path, stem: str) -> Path | None:
+def find_idx(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / stem, directory / f"{stem}.gz", directory / "raw" / stem,
                       directory / "raw" / f"{stem}.gz", directory / "FashionMNIST" / "raw" / stem,
                       directory / "FashionMNIST" / "raw" / f"{stem}.gz"):
@@ -79,7 +86,7 @@ def load_fashion_mnist(data_dir: str | None, download: bool) -> tuple[TensorSpli
         torchvision.datasets.FashionMNIST(data_dir, train=True, download=True)
         torchvision.datasets.FashionMNIST(data_dir, train=False, download=True)
     for directory in dirs:
-        paths = {k: [_find_idx(directory, s) for s in stems] for k, stems in FASHION_FILES.items()}
+        paths = {k: [find_idx(directory, s) for s in stems] for k, stems in FASHION_FILES.items()}
         if all(p is not None for ps in paths.values() for p in ps):
             files = [p for ps in paths.values() for p in ps if p is not None]
             return cached_splits("fashion-mnist", file_fingerprint(files), lambda found=paths: _decode_fashion(found))
@@ -96,8 +103,12 @@ def _decode_fashion(paths: dict[str, list[Path | None]]) -> tuple[TensorSplit, T
     for part in ("train", "test"):
         img_path, lab_path = paths[part]
         assert img_path is not None and lab_path is not None
-        images = torch.from_numpy(read_idx(img_path).copy()).unsqueeze(1)
-        labels = torch.from_numpy(read_idx(lab_path).astype(np.int64))
+        try:
+            images = torch.from_numpy(read_idx(img_path).copy()).unsqueeze(1)
+            labels = torch.from_numpy(read_idx(lab_path).astype(np.int64))
+        except READ_ERRORS as err:
+            raise DataError(f"Fashion-MNIST files {img_path} / {lab_path} cannot be read "
+                            f"({type(err).__name__}: {err})", "replace them with the original files") from None
         splits.append(TensorSplit(images, labels))
     return splits[0], splits[1]
 
@@ -119,9 +130,9 @@ def _decode_cifar(name: str, data_dir: str, download: bool) -> tuple[TensorSplit
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         parts = [cls(data_dir, train=train, download=download) for train in (True, False)]
-    except RuntimeError as err:
+    except (RuntimeError, *READ_ERRORS) as err:
         raise DataError(
-            f"{name} not found under {data_dir} ({err})",
+            f"{name} not found or damaged under {data_dir} ({type(err).__name__}: {err})",
             "place the extracted cifar-*-python folder there or add --set data.download=true",
         ) from None
     out = []

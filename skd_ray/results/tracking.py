@@ -62,6 +62,68 @@ def check_reachable(uri: str) -> None:
                            "start it (see README: mlflow server) or pass another --mlflow-uri") from None
 
 
+# Tracking-store schemes MLflow can open (a bare path is a file store).
+STORE_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store_usable(uri: str, experiment: str | None = None, *, multi_process: bool = True) -> None:
+    """Open the tracking store, read it and write to it before any work starts, so a store
+    that passes `check_reachable` but cannot work (a file that is not a database, a folder,
+    an unknown scheme, an in-memory SQLite that every trial process would see empty) is one
+    clear error instead of a traceback in every trial. The write is creating `experiment`
+    when it does not exist yet (the search would create it anyway); with no experiment the
+    store is only read."""
+    check_reachable(uri)
+    scheme, sep, rest = uri.partition(":")
+    if sep and len(scheme) > 1 and scheme not in STORE_SCHEMES:
+        raise SkdError(f"MLflow tracking URI {uri} has the unknown scheme {scheme!r}",
+                       "use sqlite:///<path>.db, http(s)://host:port or another scheme MLflow supports")
+    if scheme == "sqlite":
+        check_sqlite_store(uri, rest, multi_process)
+    try:
+        c = client(uri)
+        c.search_experiments(max_results=1)
+        if experiment is not None:
+            get_or_create_experiment(uri, experiment)
+    except Exception as err:  # MlflowException, SQLAlchemy and driver errors alike
+        first = " ".join(str(err).split())[:300]
+        raise SkdError(f"MLflow store {uri} cannot be used ({type(err).__name__}: {first})",
+                       "pass --mlflow-uri with a working store, e.g. sqlite:///$PWD/mlflow.db") from None
+
+
+def check_sqlite_store(uri: str, rest: str, multi_process: bool) -> None:
+    """An SQLite store must be a file (or not exist yet) holding an SQLite database, and on
+    disk when several processes log to it."""
+    if rest in ("", "//", "///:memory:") or ":memory:" in rest or "mode=memory" in rest:
+        if multi_process:
+            raise SkdError(f"MLflow store {uri} is an in-memory SQLite database, which each trial process "
+                           "would see empty", "pass --mlflow-uri sqlite:///<path>.db (a file)")
+        return
+    path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    if path.is_dir():
+        raise SkdError(f"MLflow store {uri} is a folder, not an SQLite file",
+                       "pass --mlflow-uri sqlite:///<folder>/mlflow.db")
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as fh:
+            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise SkdError(f"MLflow store {uri} is a file that is not an SQLite database",
+                               "pass --mlflow-uri with a new file name or an MLflow database")
+
+
+def check_search_run(uri: str, experiment_id: str, run_id: str) -> Any:
+    """The parent run of a saved search, read before a resume changes anything; returns it."""
+    try:
+        run = client(uri).get_run(run_id)
+    except Exception as err:  # MlflowException: RESOURCE_DOES_NOT_EXIST, or the store fails
+        raise SkdError(f"the search's MLflow run {run_id} is not in {uri} ({' '.join(str(err).split())[:200]})",
+                       "pass the --mlflow-uri the search was started with") from None
+    if run.info.experiment_id != experiment_id:
+        raise SkdError(f"MLflow run {run_id} in {uri} belongs to another experiment than the saved search's",
+                       "pass the --mlflow-uri the search was started with")
+    return run
+
+
 def get_or_create_experiment(uri: str, name: str) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(name)

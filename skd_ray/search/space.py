@@ -19,6 +19,7 @@ separately). Every problem in a file is reported before any trial starts.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from skd_ray.errors import ConfigError
+from skd_ray.methods import get_method_spec
 from skd_ray.training.metrics import VAL_ACC
 from skd_ray.training.resolve import resolve_config
 
@@ -166,6 +168,7 @@ def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
     name = f"{scope}:{key}" if scope else key
     if scope:
         when = {"method": [scope], **when}
+    check_numeric_fields(where, kind, spec)
     p = Param(key=key, name=name, kind=kind, when=when, default=spec.get("default"),
               log=bool(spec.get("log", False)), step=spec.get("step"))
     if kind in ("float", "int"):
@@ -183,6 +186,10 @@ def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
         p.low, p.high = float(low), float(high)
         if p.default is None:
             p.default = low if kind == "float" else int(low)
+        if not isinstance(p.default, (int, float)) or isinstance(p.default, bool) \
+                or (kind == "int" and int(p.default) != p.default):
+            raise ConfigError(f"{where} default {p.default!r} is not a{'' if kind == 'int' else ' numeric'} "
+                              f"{'whole number' if kind == 'int' else 'value'}", f"write default: {low}")
         if not (p.low <= p.default <= p.high):
             raise ConfigError(f"{where} default {p.default} lies outside [{low}, {high}]",
                               "move the default into the range")
@@ -203,7 +210,50 @@ def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
             if p.default not in choices:
                 raise ConfigError(f"{where} default {p.default!r} is not among {choices}",
                                   "choose the default from the choices")
+    check_distribution(where, p)
     return p
+
+
+def check_numeric_fields(where: str, kind: str, spec: dict[str, Any]) -> None:
+    """`log` is a boolean and `step` a positive number, not combined with `log` (Optuna's
+    rules, checked here so they fail before Ray starts); only numeric types take them."""
+    log, step = spec.get("log", False), spec.get("step")
+    if kind not in ("float", "int") and ("log" in spec or "step" in spec):
+        raise ConfigError(f"{where}: log and step apply to float and int parameters only",
+                          "drop them, or make the parameter numeric")
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: log must be true or false, got {log!r}", "write log: true")
+    if step is None:
+        return
+    if not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0:
+        raise ConfigError(f"{where}: step must be a positive number, got {step!r}", "write e.g. step: 0.1")
+    if log:
+        raise ConfigError(f"{where}: step cannot be combined with log: true (Optuna samples one or the other)",
+                          "drop step, or set log: false")
+    if kind == "int" and int(step) != step:
+        raise ConfigError(f"{where}: an int parameter needs a whole-number step, got {step}", "write e.g. step: 2")
+
+
+def check_distribution(where: str, p: Param) -> None:
+    """Build the Optuna distribution `Param.suggest` will sample, with the same arguments, so
+    that whatever Optuna refuses is refused now, and check the default is a legal value of it."""
+    import optuna  # only here: the debugging mode and the core need no Optuna
+
+    try:
+        if p.kind == "float":
+            optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+        elif p.kind == "int":
+            optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+        elif p.kind == "categorical":
+            optuna.distributions.CategoricalDistribution(p.choices)
+        else:
+            optuna.distributions.CategoricalDistribution(subset_choices(p.choices))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where} is not a distribution Optuna accepts ({err})",
+                          "fix low/high/step/log or the choices") from None
+    if p.step and p.low is not None and abs((p.default - p.low) / p.step - round((p.default - p.low) / p.step)) > 1e-8:
+        raise ConfigError(f"{where} default {p.default} is not on the grid low + k * step",
+                          "move the default onto the grid, or drop step")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -230,19 +280,27 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}",
                           f"allowed: {', '.join(sorted(TOP_LEVEL))}")
-    fixed = dict(data.get("fixed") or {})
-    params_in = data.get("params") or {}
-    if not isinstance(fixed, dict) or not isinstance(params_in, dict):
-        raise ConfigError(f"{path}: fixed and params must be mappings", "see search_spaces/byot.yaml")
+    fixed_in, params_in, methods = data.get("fixed") or {}, data.get("params") or {}, data.get("methods") or {}
+    for label, value in (("fixed", fixed_in), ("params", params_in), ("methods", methods)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {label} must be a mapping, got {type(value).__name__}",
+                              "see search_spaces/byot.yaml and search_spaces/all.yaml")
+    fixed = dict(fixed_in)
     params = [_parse_param(str(path), k, v, None) for k, v in params_in.items()]
-    methods = data.get("methods") or {}
+    for method, file in methods.items():
+        if not isinstance(method, str) or not isinstance(file, str):
+            raise ConfigError(f"{path}: methods must map method names to space files, got {method!r}: {file!r}",
+                              "write e.g. methods: {byot: byot.yaml}")
     if methods:
         if not any(p.key == "method" for p in params):
             params.insert(0, Param(key="method", name="method", kind="categorical",
                                    choices=list(methods), default=list(methods)[0]))
         for method, file in methods.items():
             sub = load_yaml(Path(path).parent / file) if file else {}
-            for key, spec in (sub.get("params") or {}).items():
+            sub_params = sub.get("params") or {}
+            if not isinstance(sub_params, dict):
+                raise ConfigError(f"{file}: params must be a mapping", "see search_spaces/byot.yaml")
+            for key, spec in sub_params.items():
                 if key.startswith("method."):
                     params.append(_parse_param(str(file), key, spec, method))
     for key, value in (overrides or {}).items():
@@ -265,14 +323,55 @@ def validate_space(space: SearchSpace) -> None:
             if cond not in known:
                 raise ConfigError(f"{space.path}: parameter {p.key} depends on {cond}, which is "
                                   "neither fixed nor searched", "fix the key in when:")
+    for flat, p in corners(space):
+        _resolve(space, flat, p)
+    check_metric(space)
+
+
+def corners(space: SearchSpace) -> list[tuple[dict[str, Any], Param | None]]:
+    """Each method's default config, and that config with one parameter at one range end or
+    choice (with the parameter, None for the defaults): the configs every check must pass."""
+    out: list[tuple[dict[str, Any], Param | None]] = []
     for method in space.methods():
         base = space.defaults({"method": method} if any(p.key == "method" for p in space.params) else None)
-        _resolve(space, base, None)
+        out.append((base, None))
         for p in space.params:
             if not p.active(base) or p.key == "method":
                 continue
-            for value in p.extremes():
-                _resolve(space, {**base, p.key: value}, p)
+            out.extend(({**base, p.key: value}, p) for value in p.extremes())
+    return out
+
+
+def corner_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The flat configs of `corners` (checked by `validate_space` already, so they resolve)."""
+    return [flat for flat, _ in corners(space)]
+
+
+# The objective metrics every method reports each epoch, and the per-answer ones only methods
+# with early exits report (`<prefix>.<answer>`; see skd_ray.training.early_exit).
+PLAIN_METRICS = ("val_acc", "val_loss", "train_loss", "best_val_acc")
+ANSWER_PREFIXES = ("val_acc", "best_val_acc", "val_compute")
+
+
+def check_metric(space: SearchSpace) -> None:
+    """The space's `metric:` must be one every method of the space reports each epoch; ASHA,
+    Optuna and checkpoint ranking would otherwise fail (or wait) on a key that never comes."""
+    metric = space.metric
+    if metric in PLAIN_METRICS:
+        return
+    prefix, _, answer = metric.partition(".")
+    fix = f"use one of {', '.join(PLAIN_METRICS)}, or val_acc.<exit1|ensemble|dynamic_t0.95> for a multi-exit method"
+    if prefix not in ANSWER_PREFIXES or not answer:
+        raise ConfigError(f"{space.path}: metric {metric!r} is not reported by any run", fix)
+    for method in space.methods():
+        if not get_method_spec(method).cls.multi_exit:
+            raise ConfigError(f"{space.path}: metric {metric!r} is reported only by methods with early exits, "
+                              f"and {method} has none", fix)
+        cfg = resolve_config(space.defaults({"method": method} if len(space.methods()) > 1 else None))
+        answers = {"ensemble", *(f"dynamic_t{t:g}" for t in cfg.eval.thresholds)}
+        if answer not in answers and not re.fullmatch(r"exit[1-9]\d*", answer):
+            raise ConfigError(f"{space.path}: metric {metric!r} is not reported: {answer!r} is not an exit, "
+                              f"the ensemble or a threshold of eval.thresholds {cfg.eval.thresholds}", fix)
 
 
 def _resolve(space: SearchSpace, flat: dict[str, Any], p: Param | None) -> None:

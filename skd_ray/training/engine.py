@@ -17,7 +17,7 @@ from torch import nn
 
 from skd_ray.config import TrainConfig
 from skd_ray.data import build_loader, load_data
-from skd_ray.errors import TrainingDiverged
+from skd_ray.errors import DataError, TrainingDiverged
 from skd_ray.methods import SelfKDMethod
 from skd_ray.training import metrics as metric_names
 from skd_ray.training.early_exit import exit_compute, exit_metric_sums
@@ -251,6 +251,10 @@ def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
         if started_at is not None and epoch == start_epoch:
             train_metrics[TIME_STARTUP_S] = wall0 + first_step - started_at
         method.on_epoch_end(epoch, cfg.train.epochs)
+        if TRAIN_LOSS not in train_metrics:
+            raise DataError(f"epoch {epoch + 1} trained no batch: the training split on this worker is "
+                            f"smaller than train.batch_size={cfg.train.batch_size}",
+                            "lower train.batch_size, raise data.train_subset or use fewer workers")
         if not math.isfinite(train_metrics[TRAIN_LOSS]):
             raise TrainingDiverged(
                 f"loss became {train_metrics[TRAIN_LOSS]} in epoch {epoch + 1}",
