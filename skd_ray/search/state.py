@@ -42,8 +42,11 @@ def read_state(exp_dir: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise SkdError(f"cannot read the saved search state {path} ({err})",
-                       "use the same --storage as the interrupted search") from None
+        missing = isinstance(err, FileNotFoundError)
+        raise SkdError(f"cannot read the saved search state {path} "
+                       f"({'missing' if missing else 'damaged: ' + ' '.join(str(err).split())[:200]})",
+                       "use the same --storage as the interrupted search" if missing else
+                       "restore the file from a backup, or start a new search without --resume") from None
     check_state_shape(path, state)
     return state
 
