@@ -113,3 +113,17 @@ def is_evaluation(key: str, split: str = "val") -> bool:
 def threshold_of(answer: str) -> str:
     """The threshold text of a dynamic answer (`dynamic_t0.95` -> `0.95`)."""
     return answer.removeprefix(DYNAMIC_PREFIX)
+
+
+# A search's parent run summarises its trials: the best trial's `best_val_acc*` under the same
+# names as on the trial (so MLflow's runs table lines parent and trials up in one column), and
+# these counts.
+TRIALS_PREFIX = "trials."  # trials.completed, trials.early_stopped, trials.failed, ...
+EPOCHS_TRAINED = "epochs.trained"  # epochs trained by every trial of the search, in all
+EPOCHS_WITHOUT_EARLY_STOP = "epochs.without_early_stopping"  # what the same trials would train in full
+EPOCHS_SAVED_FRACTION = "epochs.saved_fraction"  # 1 - trained / without_early_stopping
+
+
+def trials_with_status(status: str) -> str:
+    """A search's count of trials that ended with `status`: `trials.<status>`."""
+    return TRIALS_PREFIX + status

@@ -1,0 +1,177 @@
+"""A finished search's answer, written onto its MLflow runs.
+
+The parent run becomes the search's summary: the best trial's `best_val_acc` (and per exit)
+under the trial's own metric names, so the runs table shows parent and trials in one column;
+counts of trials by status; epochs trained against what the same trials would have trained
+without early stopping; tags naming the best trial and its run, its searched values, and a
+short Markdown description (`mlflow.note.content`, MLflow's run description). Every trial run
+gets a readable name (`t03 byot lr=0.012 T=5.7`, with `[ASHA@2]` when ASHA stopped it after
+epoch 2) and a one-paragraph description.
+
+The best trial is the leaderboard's (`skd_ray.results.leaderboard.selectable`), which the
+Optuna study names too (it learns from the same best-epoch value).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, trial_rows
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import client
+from skd_ray.training.metrics import (
+    BEST_VAL_ACC,
+    EPOCHS_SAVED_FRACTION,
+    EPOCHS_TRAINED,
+    EPOCHS_WITHOUT_EARLY_STOP,
+    acc,
+    best,
+    trials_with_status,
+)
+
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description (Markdown)
+BEST_RUN_TAG = "skd.best_run_id"
+BEST_TRIAL_TAG = "skd.best_trial"
+BEST_VALUE_PREFIX = "skd.best."  # skd.best.<searched key>: the best trial's value
+STATUSES = ("completed", "early_stopped", "failed", "interrupted", "running")
+SHORT_NAMES = {"temperature": "T"}
+NAME_VALUES = 3  # searched values shown in a trial's run name
+
+
+@dataclass
+class SearchSummary:
+    """What `summarise_search` wrote, for the console and tests."""
+
+    best: TrialRow | None
+    counts: dict[str, int]
+    epochs_trained: int
+    epochs_full: int
+    searched: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def saved_fraction(self) -> float:
+        return 1.0 - self.epochs_trained / self.epochs_full if self.epochs_full else 0.0
+
+
+def short_name(key: str) -> str:
+    tail = key.rsplit(".", 1)[-1]
+    return SHORT_NAMES.get(tail, tail)
+
+
+def show(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return json.dumps(value).replace(" ", "")
+    return str(value)
+
+
+def searched_values(row: TrialRow, searched_keys: Sequence[str]) -> dict[str, object]:
+    values = decode_params(row.params)
+    return {k: values[k] for k in searched_keys if k in values}
+
+
+def trial_run_name(label: str, method: str, values: Mapping[str, object], status: str, epochs: int) -> str:
+    """`t03 byot lr=0.012 T=5.7`, plus `[ASHA@2]` (stopped after epoch 2) or `[failed]`."""
+    numeric = [(k, v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    shown = " ".join(f"{short_name(k)}={show(v)}" for k, v in numeric[:NAME_VALUES])
+    suffix = {"early_stopped": f" [ASHA@{epochs}]", "failed": " [failed]", "interrupted": " [interrupted]"}
+    return f"{label} {method} {shown}".rstrip() + suffix.get(status, "")
+
+
+def trial_description(label: str, row: TrialRow, max_epochs: int, best_epoch: int | None,
+                      values: Mapping[str, object]) -> str:
+    """One paragraph: how the trial ended, its epochs and best epoch, its searched values."""
+    ended = {"completed": f"completed all {max_epochs} epochs",
+             "early_stopped": f"stopped by ASHA after {row.epochs} of {max_epochs} epochs",
+             "failed": f"failed after {row.epochs} epoch(s)",
+             "interrupted": f"interrupted after {row.epochs} epoch(s) (`--resume` continues it)"}
+    text = f"Trial **{label}** {ended.get(row.status, row.status)}."
+    if row.best_val_acc == row.best_val_acc:
+        at = f" at epoch {best_epoch}" if best_epoch else ""
+        text += f" Best val_acc **{row.best_val_acc:.4f}**{at} (its `best_checkpoint.pt`)."
+    if values:
+        text += " Searched values: " + ", ".join(f"`{k}`={show(v)}" for k, v in values.items()) + "."
+    return text
+
+
+def best_epoch_of(uri: str, run_id: str) -> int | None:
+    """The first epoch with the run's best val_acc (the epoch of its best checkpoint)."""
+    history = client(uri).get_metric_history(run_id, acc("val"))
+    if not history:
+        return None
+    top = max(m.value for m in history)
+    return min(m.step for m in history if m.value == top)
+
+
+def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_name: str, max_epochs: int,
+                     searched_keys: Sequence[str], labels: Mapping[str, str] | None = None,
+                     study: str | None = None) -> SearchSummary:
+    """Write the summary onto the parent run and name and describe every trial run (see the
+    module docstring). `labels` maps Ray trial ids to the trials' numbers (`t03`); `study`
+    says where the Optuna study is, for the description."""
+    from mlflow.entities import Metric, RunTag
+
+    c = client(uri)
+    rows = trial_rows(uri, experiment_id, parent_run_id)
+    runs = {r.info.run_id: r for r in c.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)}
+    for row in rows:
+        run = runs.get(row.run_id)
+        trial_id = run.data.tags.get(Tags.TRIAL_ID, "") if run else ""
+        label = (labels or {}).get(trial_id) or row.name
+        values = searched_values(row, searched_keys)
+        method = run.data.tags.get(Tags.METHOD, "") if run else ""
+        c.update_run(row.run_id, name=trial_run_name(label, method, values, row.status, row.epochs))
+        c.log_batch(row.run_id, tags=[
+            RunTag(Tags.TRIAL_NAME, label),
+            RunTag(NOTE_TAG, trial_description(label, row, max_epochs, best_epoch_of(uri, row.run_id), values))])
+        row.name = label
+    counts = Counter(r.status for r in rows)
+    ran = [r for r in rows if r.epochs > 0]
+    summary = SearchSummary(next(iter(selectable(rows)), None), {s: counts.get(s, 0) for s in STATUSES},
+                            sum(r.epochs for r in ran), len(ran) * max_epochs)
+    metrics = {trials_with_status(s): float(n) for s, n in summary.counts.items()}
+    metrics[trials_with_status("all")] = float(len(rows))
+    metrics[EPOCHS_TRAINED] = float(summary.epochs_trained)
+    metrics[EPOCHS_WITHOUT_EARLY_STOP] = float(summary.epochs_full)
+    metrics[EPOCHS_SAVED_FRACTION] = summary.saved_fraction
+    tags: dict[str, str] = {}
+    if summary.best is not None:
+        top = summary.best
+        summary.searched = searched_values(top, searched_keys)
+        metrics[BEST_VAL_ACC] = top.best_val_acc
+        metrics.update({best(acc("val", e)): v for e, v in top.exit_acc.items()})
+        tags[BEST_RUN_TAG] = top.run_id
+        tags[BEST_TRIAL_TAG] = top.name
+        tags.update({BEST_VALUE_PREFIX + k: show(v) for k, v in summary.searched.items()})
+    tags[NOTE_TAG] = search_description(search_name, experiment_id, summary, max_epochs, study)
+    c.log_batch(parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()])
+    return summary
+
+
+def search_description(search_name: str, experiment_id: str, s: SearchSummary, max_epochs: int,
+                       study: str | None) -> str:
+    """The parent run's Markdown description: the answer first, then how it was reached."""
+    counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in s.counts.items() if n)
+    lines = [f"**{search_name}**: {sum(s.counts.values())} trials ({counts or 'none'})."]
+    if s.best is not None:
+        link = f"#/experiments/{experiment_id}/runs/{s.best.run_id}"
+        lines.append(f"Best: **{s.best.name}**, val_acc **{s.best.best_val_acc:.4f}** "
+                     f"([open its run]({link})); searched values: "
+                     + (", ".join(f"`{k}`={show(v)}" for k, v in s.searched.items()) or "none") + ".")
+    else:
+        lines.append("No trial finished, so there is no best configuration.")
+    if s.epochs_full:
+        lines.append(f"Epochs trained: {s.epochs_trained} of the {s.epochs_full} that these trials would train "
+                     f"without early stopping ({max_epochs} each; {s.saved_fraction:.0%} saved by ASHA).")
+    if study:
+        lines.append(f"Optuna study: {study} (objective `best_val_acc`).")
+    lines.append("Plots: the `plots/` artifacts of this run.")
+    return "\n\n".join(lines)

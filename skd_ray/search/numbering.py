@@ -1,0 +1,29 @@
+"""One number per trial, shared by the console, the MLflow run names and the Optuna study.
+
+A trial is `t<NN>` where NN is its Optuna trial number (what optuna-dashboard shows), so the
+console line `t03 finished`, the MLflow run `t03 ...` and Optuna's trial 3 are the same
+trial. The searcher registers the number when it asks Optuna for the trial; searches
+without Optuna (the final evaluation's fixed points) number trials in start order.
+Everything here lives in the driver process, where Tune runs its searcher and callbacks.
+"""
+
+from __future__ import annotations
+
+# Ray trial id -> number, for every trial this driver has seen.
+NUMBERS: dict[str, int] = {}
+
+
+def register(trial_id: str, number: int) -> None:
+    NUMBERS[trial_id] = number
+
+
+def number_of(trial_id: str) -> int:
+    """The trial's number; a trial the searcher did not number gets the next free one."""
+    if trial_id not in NUMBERS:
+        NUMBERS[trial_id] = max(NUMBERS.values(), default=-1) + 1
+    return NUMBERS[trial_id]
+
+
+def label(trial_id: str) -> str:
+    """`t00`, `t01`, ...: what the console and the MLflow run names call the trial."""
+    return f"t{number_of(trial_id):02d}"

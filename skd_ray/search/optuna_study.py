@@ -1,0 +1,84 @@
+"""Ray Tune's OptunaSearch, made to agree with the leaderboard.
+
+Ray's searcher tells Optuna the value of its metric in a trial's *last* report, and marks
+every trial that ended without an error COMPLETE, ASHA-stopped ones included. skd-ray ranks
+trials by their best epoch (`best_val_acc`: the epoch whose checkpoint is kept, exported and
+retrained), so the study learns from, and names as best, that same value: the searcher's
+metric is `best_<metric>` (see `objective_metric`). Each Optuna trial also carries what
+links it to the rest of the search, as user attributes:
+
+- `ray_trial_id` and `mlflow_run_id`: the Tune trial and its MLflow child run;
+- `skd_status`: completed, early_stopped (ASHA stopped it; its value is still a measured
+  validation accuracy, so TPE keeps learning from it and the state stays COMPLETE) or failed;
+- `epochs`: how many epochs it trained.
+
+The study's objective carries its name (`study.set_metric_names`), so optuna-dashboard shows
+`best_val_acc` instead of "Objective 0".
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from skd_ray.results.tracking import find_trial_run
+from skd_ray.search.numbering import register
+from skd_ray.training.metrics import EPOCH, best, is_accuracy
+
+
+def objective_metric(metric: str, mode: str) -> str:
+    """What Optuna learns from: the best epoch's value of an accuracy that is maximised (the
+    engine reports `best_<acc>` every epoch); any other metric as reported."""
+    return best(metric) if mode == "max" and is_accuracy(metric) else metric
+
+
+class SkdOptunaSearch(OptunaSearch):
+    """OptunaSearch that numbers trials, names the objective and annotates finished trials."""
+
+    def __init__(self, *args: Any, tracking: tuple[str, str, str] | None = None, max_epochs: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tracking = tracking  # (uri, experiment_id, parent_run_id) of the search's MLflow runs
+        self.max_epochs = max_epochs
+        names = self.metric if isinstance(self.metric, list) else [self.metric]
+        study = getattr(self, "_ot_study", None)
+        if study is not None and all(isinstance(n, str) for n in names):
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard reads
+                warnings.simplefilter("ignore")
+                study.set_metric_names(list(names))
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            register(trial_id, ot_trial.number)
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials:
+            register(trial_id, self._ot_trials[trial_id].number)  # a resumed search's earlier trials
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and trial_id not in self._completed_trials:
+            epochs = int((result or {}).get(EPOCH, 0) or 0)
+            status = "failed" if error else ("early_stopped" if 0 < epochs < self.max_epochs else "completed")
+            try:
+                ot_trial.set_user_attr("skd_status", status)
+                ot_trial.set_user_attr("epochs", epochs)
+                run_id = self._run_id(trial_id)
+                if run_id:
+                    ot_trial.set_user_attr("mlflow_run_id", run_id)
+            except Exception:  # noqa: BLE001 - annotations must never lose the trial's result
+                pass
+        super().on_trial_complete(trial_id, result, error)
+
+    def _run_id(self, trial_id: str) -> str | None:
+        if self.tracking is None:
+            return None
+        uri, experiment_id, parent_run_id = self.tracking
+        return find_trial_run(uri, experiment_id, parent_run_id, trial_id)
