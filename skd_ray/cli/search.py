@@ -5,6 +5,7 @@ never loads it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -12,19 +13,26 @@ from typing import Any
 
 from skd_ray.cli.after import objective_tags, report_pareto_front, search_objectives
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hint, show_results
-from skd_ray.errors import SkdError
+from skd_ray.cli.failure import FailureLog
 from skd_ray.results.tracking import (
+    STATUS_TAG,
     TrialTracker,
-    check_reachable,
+    check_search_run,
+    check_store_usable,
     finish_trial_run,
     start_search_run,
     start_trial_run,
 )
+from skd_ray.search.closing import ending_status, reason_of
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.state import latest_search_name, saved_request
+from skd_ray.search.state import check_name_unique, check_resumable, latest_search_name, safe_name
+from skd_ray.search.state_files import restore_tune_state
 from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
+
+# Parent-run statuses of a search that ended: a resume has nothing to continue.
+FINISHED_STATUSES = ("completed", "completed_with_errors", "failed")
 
 
 def run_debug(space: Any, uri: str, experiment: str) -> int:
@@ -41,9 +49,11 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
     start = time.perf_counter()
     try:
         fit(cfg, LocalSession(cfg.train.device, TrialTracker(uri, run_id), total_epochs=cfg.train.epochs))
-    except SkdError as err:
-        finish_trial_run(uri, run_id, "failed", str(err))
-        finish_trial_run(uri, parent, "failed", str(err))
+    except BaseException as err:  # any ending (Ctrl-C, a bug, a full disk) closes both runs
+        status, reason = ending_status(err), reason_of(err)
+        for run in (run_id, parent):
+            with contextlib.suppress(Exception):
+                finish_trial_run(uri, run, status, None if status == "interrupted" else reason)
         raise
     finish_trial_run(uri, run_id, "completed")
     finish_trial_run(uri, parent, "completed")
@@ -56,8 +66,12 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
+    check_name_unique(storage, experiment)
+    check_store_usable(uri, experiment)
+    search_name = f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
+    FailureLog.use(Path(storage) / safe_name(search_name))
     req = SearchRequest(space=space, storage=storage, tracking_uri=uri, experiment=experiment,
-                        search_name=f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}",
+                        search_name=search_name,
                         num_samples=args.num_samples, workers=args.workers_per_trial,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                         max_concurrent=args.max_concurrent, address=args.address,
@@ -75,13 +89,28 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     where things are (--storage, --address, --mlflow-uri) comes from this command line."""
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
-    req = saved_request(storage, latest_search_name(storage, experiment))
+    name = latest_search_name(storage, experiment)
+    FailureLog.use(Path(storage) / safe_name(name))
+    # Every saved piece is checked (reading only) before anything is reopened: a resume that
+    # cannot proceed leaves the search exactly as it was.
+    check = check_resumable(storage, name)
+    req = check.request
     req.address = args.address
     if args.mlflow_uri:
         req.tracking_uri = args.mlflow_uri
-    check_reachable(req.tracking_uri)
+    check_store_usable(req.tracking_uri)
+    parent = check_search_run(req.tracking_uri, check.experiment_id, check.parent_run_id)
+    status = parent.data.tags.get(STATUS_TAG)
+    if check.finished and status in FINISHED_STATUSES:
+        print(f"search {name} already ended ({status}); nothing to resume")
+        show_results(req.tracking_uri, req.experiment, check.parent_run_id)
+        return 0
+    if check.backup is not None:
+        restored = restore_tune_state(Path(storage) / safe_name(name), check.backup)
+        print(f"{check.damaged_file.split(';')[0]}: resuming from the last intact copy "
+              f"({', '.join(restored)}; the damaged files are kept as *.damaged)")
     print(f"resuming {req.search_name} with its saved settings ({req.space.path}, {req.num_samples} trials, "
-          f"{req.workers} worker(s) per trial); other flags of this command are not used")
+          f"{req.workers} worker(s) per trial)")
     return execute_search(req)
 
 
