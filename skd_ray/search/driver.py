@@ -6,13 +6,14 @@ from what the cluster has and what one trial needs (`skd_ray.search.cluster`).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import DiskFull, SkdError, is_disk_full
 from skd_ray.results.artifacts import log_search_plots
 from skd_ray.results.tracking import finish_trial_run, open_trial_runs, reopen_run, start_search_run
 from skd_ray.search.autoscaler import plan_search
@@ -23,6 +24,8 @@ from skd_ray.search.points import PointsSearcher
 from skd_ray.search.pool.driver import DDPPools
 from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state import STATE_FILE, read_state, safe_name, write_state
+from skd_ray.search.state_backup import BackUpTuneState
+from skd_ray.search.state_files import back_up_tune_state
 from skd_ray.search.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
 from skd_ray.search.waiting import progress_callback, raise_if_gave_up, watch_search
 from skd_ray.training.metrics import EPOCH
@@ -106,7 +109,17 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: 
             pools.shutdown()
     # Decided from what Tune recorded, not from a trial count: a trial lost to a full disk is
     # never recorded, and waiting for it would keep the search interrupted forever.
-    interrupted = unfinished_trials(exp_dir) > 0
+    if any(is_disk_full(err) for err in results.errors):
+        raise DiskFull(f"trials of search {name} failed for lack of space under {req.storage} "
+                       "(No space left on device); the search is interrupted")
+    try:
+        interrupted = unfinished_trials(exp_dir) > 0
+    except Exception as err:
+        if storage_full(req.storage):  # Tune's last save was cut short by the full disk
+            raise DiskFull(f"Ray Tune could not save search {name} under {req.storage} "
+                           "(No space left on device); the search is interrupted") from err
+        raise
+    back_up_tune_state(exp_dir)
     if interrupted:
         for run_id in open_trial_runs(req.tracking_uri, experiment_id, parent_run_id):
             finish_trial_run(req.tracking_uri, run_id, "interrupted")
@@ -127,7 +140,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
                              req.always_ray_train, pools.name if pools is not None else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
     callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), progress_callback(name),
-                 *req.callbacks]
+                 BackUpTuneState(str(exp_dir)), *req.callbacks]
     if pools is not None:
         callbacks.append(pools.callback())
     if req.resume:
@@ -151,6 +164,14 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
                     checkpoint_score_order=req.space.mode)),
         )
     return tuner.fit()
+
+
+def storage_full(storage: str) -> bool:
+    """Less than 1 MiB free where the search's files go: too little for Tune's next save."""
+    try:
+        return shutil.disk_usage(storage).free < 1024**2
+    except OSError:
+        return False
 
 
 def unfinished_trials(exp_dir: Path) -> int:
