@@ -3,11 +3,14 @@ check, the leaderboard printout and the MLflow browse hint."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.artifacts import write_report
 from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
+from skd_ray.results.tracking import client
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXIT_FAILED = 1  # an unexpected failure (its traceback is in a log file)
@@ -36,5 +39,28 @@ def write_search_report(uri: str, experiment: str, report_dir: str, parent_run_i
 
 
 def print_browse_hint(uri: str, experiment: str) -> None:
-    print(f"browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000  "
-          f"(then open http://127.0.0.1:5000, experiment {experiment!r})")
+    """The command that serves this store, runnable as printed (this Python, no activated venv),
+    and the address of the experiment's runs table: MLflow 3 opens an experiment on its GenAI
+    traces page, where a training search looks empty."""
+    print(f"browse: {browse_command(uri)}")
+    print(f"        then open {runs_table_url(uri, experiment)}")
+
+
+BROWSE_PORT = 5000
+
+
+def browse_command(uri: str, port: int = BROWSE_PORT) -> str:
+    return f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(uri)} " \
+        f"--host 127.0.0.1 --port {port}"
+
+
+def runs_table_url(uri: str, experiment: str, port: int = BROWSE_PORT) -> str:
+    """`http://127.0.0.1:<port>/#/experiments/<id>/runs?workflowType=machine_learning`."""
+    try:
+        found = client(uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a hint: the experiment list is one click away
+        found = None
+    base = f"http://127.0.0.1:{port}"
+    if found is None:
+        return f"{base}/#/experiments (experiment {experiment!r})"
+    return f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
