@@ -170,3 +170,52 @@ def test_the_server_serves_the_search_with_nested_trials_metrics_and_artifacts(
         assert plots[f"plots/{name}.png"] > 1000, sorted(plots)
     # One method: no per-method comparison, and the parent run says why.
     assert "plots/method_comparison.png" not in plots and plots["plots/skipped.txt"] > 0
+
+
+def test_the_runs_table_data_carries_the_search_summary(finished_search: tuple[Path, str], server: str) -> None:
+    """What the runs table shows for the parent (read through the REST API): the best
+    trial's accuracy in the trials' own column, counts, epochs, the best run's link, the
+    searched values and a description; trial runs named `tNN ...` with a description."""
+    _, stdout = finished_search
+    assert "best: t0" in stdout and "browse: " in stdout and "runs?workflowType=machine_learning" in stdout
+    experiment_id = api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]["experiment_id"]
+    parent = search_runs(server, experiment_id, "tags.`skd.kind` = 'search'")[0]
+    metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+    tags = as_dict(parent["data"]["tags"])
+    children = search_runs(server, experiment_id, f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'")
+    (best,) = [r for r in children if r["info"]["run_id"] == tags["skd.best_run_id"]]
+    best_metrics = {m["key"]: m["value"] for m in best["data"]["metrics"]}
+    top = max({m["key"]: m["value"] for m in r["data"]["metrics"]}["best_val_acc"] for r in children)
+    assert metrics["best_val_acc"] == best_metrics["best_val_acc"] == top
+    assert metrics["best_val_acc.exit1"] == best_metrics["best_val_acc.exit1"]
+    assert metrics["trials.all"] == 2 and metrics["trials.completed"] == 2 and metrics["trials.failed"] == 0
+    assert metrics["epochs.trained"] == 2 * EPOCHS == metrics["epochs.without_early_stopping"]
+    assert tags["skd.best_run_id"] == best["info"]["run_id"]
+    assert tags["skd.best_trial"] == as_dict(best["data"]["tags"])["skd.trial_name"]
+    assert best["info"]["run_name"].startswith(tags["skd.best_trial"] + " byot alpha=")
+    assert tags["skd.best.optim.lr"] in ("0.05", "0.1") and "skd.best.method.alpha" in tags
+    assert f"runs/{best['info']['run_id']}" in tags["mlflow.note.content"]
+    for child in children:
+        assert as_dict(child["data"]["tags"])["mlflow.note.content"].startswith("Trial **t0")
+
+
+def test_the_optuna_study_names_its_objective_and_links_every_trial(finished_search: tuple[Path, str]) -> None:
+    """The study as optuna-dashboard opens it: objective named best_val_acc, the same best
+    trial as the leaderboard, and each trial's Ray id, MLflow run id and status."""
+    import mlflow
+    import optuna
+
+    workdir, _ = finished_search
+    (db,) = (workdir / "results").glob("*/optuna.db")
+    study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")
+    assert study.metric_names == ["best_val_acc"]
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    for t in study.trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["skd.ray_trial_id"] == t.user_attrs["ray_trial_id"]
+        assert run.data.tags["skd.trial_name"] == f"t{t.number:02d}"
+        assert t.user_attrs["skd_status"] == "completed" and t.user_attrs["epochs"] == EPOCHS
+        assert t.value == run.data.metrics["best_val_acc"]
+    parent = client.search_runs([run.info.experiment_id], "tags.`skd.kind` = 'search'")[0]
+    assert parent.data.tags["skd.best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]

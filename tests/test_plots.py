@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fake_search import TRIALS, FakeTrial, epoch_metrics
 
-from skd_ray.results import plots
+from skd_ray.results import importance, plots
 from skd_ray.results.importance import ImportanceUnavailable, param_importances
 from skd_ray.results.leaderboard import TrialRow
 from skd_ray.results.plots import PLOTS, draw_search_plots
@@ -18,6 +18,13 @@ from skd_ray.results.search_data import SearchData, TradeoffOfTrial
 from skd_ray.training.early_exit import tradeoff_from_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def importances_from_two_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These small fake searches exercise every plot; a real search needs importance.MIN_TRIALS
+    finished trials before its importance plot is drawn (tested below)."""
+    monkeypatch.setattr(importance, "MIN_TRIALS", 2)
 
 
 def row(trial: FakeTrial, start: int) -> TrialRow:
@@ -111,3 +118,25 @@ def test_importances_leave_out_conditional_parameters() -> None:
     assert set(param_importances(rows)) == {"method", "optim.lr"}  # method.alpha exists for byot only
     with pytest.raises(ImportanceUnavailable, match="the search has 0"):
         param_importances([])
+
+
+def test_few_trials_get_no_importance_plot_and_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importance, "MIN_TRIALS", 10)
+    result = draw_search_plots(search_data(), tmp_path)
+    assert result.skipped == {"param_importances": "needs at least 10 finished trials, the search has 4 "
+                                                   "(with fewer, fANOVA's ranking is mostly noise)"}
+
+
+def test_parallel_axes_follow_the_space_and_carry_3_to_5_ticks() -> None:
+    space_log = plots._Axis.of("optim.lr", [0.011, 0.02, 0.19], log=True)
+    assert space_log.log and 3 <= len(space_log.ticks()) <= 5
+    linear = plots._Axis.of("method.alpha", [0.1, 0.5, 0.9], log=False)
+    assert not linear.log and 3 <= len(linear.ticks()) <= 5
+    assert not plots._Axis.of("x", [1.0, 50.0], log=False).log  # wide but linear in the space
+    assert plots._Axis.of("x", [1.0, 50.0]).log  # an older search: judged by the observed range
+
+
+def test_learning_curves_show_every_trial(tmp_path: Path) -> None:
+    data = search_data()
+    fig = plots.learning_curves(data)
+    assert fig.axes[0].get_title() == f"Learning curves of all {len(data.curves)} trials"

@@ -11,8 +11,15 @@ from fake_search import BEST, TRIALS, write_fake_search
 from mlflow import MlflowClient
 
 from skd_ray.cli import main
+from skd_ray.results import importance
 from skd_ray.results.artifacts import log_search_plots, write_report
 from skd_ray.results.plots import PLOTS
+
+
+@pytest.fixture(autouse=True)
+def importances_from_two_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake searches have 4 finished trials; a real one needs importance.MIN_TRIALS."""
+    monkeypatch.setattr(importance, "MIN_TRIALS", 2)
 
 
 @pytest.fixture(scope="module")

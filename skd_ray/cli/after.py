@@ -16,6 +16,7 @@ from typing import Any
 
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable
 from skd_ray.errors import SkdError
+from skd_ray.results.names import Tags
 from skd_ray.results.tracking import check_reachable
 from skd_ray.selection.export import ExportRequest, export_best
 from skd_ray.selection.final_eval import FinalRequest, describe, plan_final, run_final_eval
@@ -117,7 +118,7 @@ def search_objectives(args: argparse.Namespace, space: Any) -> list[tuple[str, s
 
 def objective_tags(objs: list[tuple[str, str]]) -> dict[str, str]:
     """Parent-run tags recording a multi-objective search's objectives."""
-    return {"skd.objectives": ",".join(f"{m}:{d}" for m, d in objs)} if objs else {}
+    return {Tags.OBJECTIVES: ",".join(f"{m}:{d}" for m, d in objs)} if objs else {}
 
 
 def report_pareto_front(uri: str, experiment_id: str, parent_run_id: str, objs: list[tuple[str, str]]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 from skd_ray.cli.after import objective_tags, report_pareto_front, search_objectives
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hint, show_results
 from skd_ray.cli.failure import FailureLog
+from skd_ray.results.names import Tags
 from skd_ray.results.tracking import (
-    STATUS_TAG,
     TrialTracker,
     check_search_run,
     check_store_usable,
@@ -41,10 +41,10 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
     cfg = resolve_config(space.defaults())
     flat = cfg.to_flat()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    exp_id, parent = start_search_run(uri, experiment, f"debug-{stamp}", {"skd.mode": "debug"},
+    exp_id, parent = start_search_run(uri, experiment, f"debug-{stamp}", {Tags.MODE: "debug"},
                                       {"search.space": space.path})
     run_id = start_trial_run(uri, exp_id, parent, f"debug-{stamp}", "debug", flat,
-                             {"skd.method": cfg.method, "skd.seed": str(cfg.train.seed), "skd.trial_name": "debug"})
+                             {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: "debug"})
     print(f"debug: {cfg.method} on {cfg.data.name} ({cfg.model.backbone}), {cfg.train.epochs} epochs, in-process")
     start = time.perf_counter()
     try:
@@ -100,7 +100,7 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
         req.tracking_uri = args.mlflow_uri
     check_store_usable(req.tracking_uri)
     parent = check_search_run(req.tracking_uri, check.experiment_id, check.parent_run_id)
-    status = parent.data.tags.get(STATUS_TAG)
+    status = parent.data.tags.get(Tags.STATUS)
     if check.finished and status in FINISHED_STATUSES:
         print(f"search {name} already ended ({status}); nothing to resume")
         show_results(req.tracking_uri, req.experiment, check.parent_run_id)

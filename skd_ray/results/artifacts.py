@@ -13,11 +13,11 @@ from pathlib import Path
 
 from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.markdown import render_report
+from skd_ray.results.names import Artifacts
 from skd_ray.results.plots import PLOT_TITLES, PlotSet, draw_search_plots
 from skd_ray.results.search_data import load_search_data
 from skd_ray.results.tracking import client
 
-PLOTS_ARTIFACT_DIR = "plots"
 REPORT_FILE = "report.md"
 
 
@@ -36,15 +36,15 @@ def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet |
             plots = draw_search_plots(data, Path(tmp))
             if plots.skipped:
                 (Path(tmp) / "skipped.txt").write_text(skipped_text(plots))
-            client(uri).log_artifacts(parent_run_id, tmp, PLOTS_ARTIFACT_DIR)
+            client(uri).log_artifacts(parent_run_id, tmp, Artifacts.PLOTS_DIR)
     except Exception as err:
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
         print(f"warning: no plots for this search ({type(err).__name__}: {first_line}); "
               "its results are complete in MLflow")
         return None
-    plots.files = {name: Path(PLOTS_ARTIFACT_DIR) / path.name for name, path in plots.files.items()}
+    plots.files = {name: Path(Artifacts.PLOTS_DIR) / path.name for name, path in plots.files.items()}
     note = f" (not drawn: {'; '.join(f'{n}: {r}' for n, r in plots.skipped.items())})" if plots.skipped else ""
-    print(f"plots: {len(plots.files)} logged to the search's MLflow run under {PLOTS_ARTIFACT_DIR}/{note}")
+    print(f"plots: {len(plots.files)} logged to the search's MLflow run under {Artifacts.PLOTS_DIR}/{note}")
     return plots
 
 

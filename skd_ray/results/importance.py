@@ -18,7 +18,12 @@ class ImportanceUnavailable(Exception):
     """Importances cannot be computed for this search; the message says why."""
 
 
-def param_importances(rows: list[TrialRow], seed: int = 0) -> dict[str, float]:
+# fANOVA fits a random forest to the finished trials; with fewer than this many its ranking is
+# mostly noise, so no importance plot is drawn (skipped.txt says so).
+MIN_TRIALS = 10
+
+
+def param_importances(rows: list[TrialRow], seed: int = 0, min_trials: int | None = None) -> dict[str, float]:
     """Normalised importance of each searched parameter (sums to 1), most important first.
 
     Raises ImportanceUnavailable with the reason when the search has fewer than two finished
@@ -29,8 +34,10 @@ def param_importances(rows: list[TrialRow], seed: int = 0) -> dict[str, float]:
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     scored = [r for r in rows if r.is_scored]
-    if len(scored) < 2:
-        raise ImportanceUnavailable(f"needs at least 2 finished trials, the search has {len(scored)}")
+    min_trials = MIN_TRIALS if min_trials is None else min_trials
+    if len(scored) < max(2, min_trials):
+        raise ImportanceUnavailable(f"needs at least {max(2, min_trials)} finished trials, the search has "
+                                    f"{len(scored)} (with fewer, fANOVA's ranking is mostly noise)")
     values = [decode_params(r.params) for r in scored]
     names = [k for k in varying_params(scored) if all(k in v for v in values)]
     if len(names) < 2:

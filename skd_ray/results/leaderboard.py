@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.results.tracking import STATUS_TAG, client
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import client
 from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, exit_accuracies
 
 # Statuses of trials that may be chosen as a search's best configuration.
@@ -54,7 +55,7 @@ def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None)
                        "check --experiment and --mlflow-uri (the store the search wrote to)")
     if parent_run_id:
         return exp.experiment_id, c.get_run(parent_run_id)
-    runs = c.search_runs([exp.experiment_id], filter_string="tags.`skd.kind` = 'search'",
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{Tags.KIND}` = 'search'",
                          order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise SkdError(f"experiment {experiment!r} holds no search run", "run a search first")
@@ -70,11 +71,12 @@ def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRo
     for run in runs:
         m = run.data.metrics
         exits = exit_accuracies(m, BEST_VAL_ACC)
-        rows.append(TrialRow(run.data.tags.get("skd.trial_name", run.info.run_name or run.info.run_id),
-                             run.info.run_id, run.data.tags.get(STATUS_TAG, run.info.status.lower()),
+        rows.append(TrialRow(run.data.tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
+                             run.info.run_id, run.data.tags.get(Tags.STATUS, run.info.status.lower()),
                              int(m.get(EPOCH, 0)), float(m.get(BEST_VAL_ACC, float("nan"))),
                              exits, dict(run.data.params), int(run.info.start_time or 0)))
-    rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc), reverse=True)
+    # Ties go to the trial started first, as Optuna's best trial does (the lowest number).
+    rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc, -r.start_time), reverse=True)
     return rows
 
 
@@ -155,7 +157,7 @@ def search_run_id(uri: str, experiment: str, search: str | None) -> str | None:
     if exp is None:
         raise SkdError(f"no MLflow experiment named {experiment!r} in {uri}",
                        "check --experiment and --mlflow-uri (the store the search wrote to)")
-    runs = c.search_runs([exp.experiment_id], filter_string="tags.`skd.kind` = 'search'", max_results=5000)
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{Tags.KIND}` = 'search'", max_results=5000)
     for run in runs:
         if search in (run.info.run_name, run.info.run_id):
             return run.info.run_id

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import matplotlib.cm
+import matplotlib.colors
+import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -69,7 +72,7 @@ def optimization_history(data: SearchData) -> Figure:
            xlim=(0.5, len(data.rows) + 0.5))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: covers no point
     return fig
 
 
@@ -85,7 +88,8 @@ def importances(data: SearchData) -> Figure:
     ax.barh(names, [found[n] for n in names], color="tab:blue")
     for y, name in enumerate(names):
         ax.text(found[name], y, f" {found[name]:.2f}", va="center")
-    ax.set(xlabel="importance (fANOVA, sums to 1)", xlim=(0, 1.15), title="Parameter importances")
+    n = sum(r.is_scored for r in data.rows)
+    ax.set(xlabel="importance (fANOVA, sums to 1)", xlim=(0, 1.15), title=f"Parameter importances (n = {n} trials)")
     return fig
 
 
@@ -103,25 +107,29 @@ def parallel_coordinates(data: SearchData) -> Figure:
     if not params:
         raise PlotSkipped("no searched parameter varies between the finished trials")
     values = [decode_params(r.params) for r in rows]
-    axes = [_Axis.of(name, [v.get(name) for v in values]) for name in params]
+    axes = [_Axis.of(name, [v.get(name) for v in values], data.log_scale(name)) for name in params]
     axes.append(_Axis.of("val_acc", [r.best_val_acc for r in rows]))
     fig = _figure(max(6.4, 1.25 * len(axes)), 4.6)
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["viridis"]
+    # Reversed viridis: the best trials are dark (they stand out on white), the worst pale.
+    cmap = matplotlib.colormaps["viridis_r"]
     acc = axes[-1]
     for i in sorted(range(len(rows)), key=lambda i: rows[i].best_val_acc):
         ys = [a.position(values[i].get(a.name)) if a is not acc else acc.position(rows[i].best_val_acc)
               for a in axes]
         best = i == 0
         ax.plot(range(len(axes)), ys, color=cmap(acc.position(rows[i].best_val_acc)),
-                linewidth=2.6 if best else 1.2, alpha=1.0 if best else 0.75, marker="o", markersize=3)
+                linewidth=3.0 if best else 1.2, alpha=1.0 if best else 0.75, marker="o", markersize=3,
+                zorder=3 if best else 2)
+    norm = matplotlib.colors.Normalize(acc.low, acc.high if acc.high > acc.low else acc.low + 1e-9)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="best val_acc", pad=0.01)
     for x, a in enumerate(axes):
         ax.axvline(x, color="black", linewidth=0.8)
         for y, label in a.ticks():
             ax.text(x + 0.04, y, label, fontsize=7, va="center")
     ax.set_xticks(range(len(axes)), [a.name for a in axes], rotation=30, ha="right", fontsize=8)
     ax.set(yticks=[], ylim=(-0.05, 1.05), xlim=(-0.2, len(axes) - 0.4),
-           title="Parallel coordinates (colour: val_acc, thick: best trial)")
+           title="Parallel coordinates (colour: best val_acc, thick: best trial)")
     return fig
 
 
@@ -137,12 +145,14 @@ class _Axis:
     categories: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, name: str, values: list[object]) -> _Axis:
+    def of(cls, name: str, values: list[object], log: bool | None = None) -> _Axis:
+        """`log`: the space's `log: true` for this parameter; None (a search that did not
+        record it) falls back to the observed range spanning a factor of 10."""
         present = [v for v in values if v is not None]
         if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
             low, high = float(min(present)), float(max(present))  # type: ignore[arg-type]
-            log = low > 0 and high / low >= 10
-            return cls(name, True, low, high, log)
+            scaled = (high / low >= 10) if log is None else log
+            return cls(name, True, low, high, bool(scaled and low > 0))
         return cls(name, False, categories=sorted({str(v) for v in present}))
 
     def position(self, value: object) -> float:
@@ -157,10 +167,21 @@ class _Axis:
         return 0.5 if high == low else (v - low) / (high - low)
 
     def ticks(self) -> list[tuple[float, str]]:
-        if self.numeric:
-            return [(0.0, f"{self.low:.3g}"), (1.0, f"{self.high:.3g}")] if self.high != self.low \
-                else [(0.5, f"{self.low:.3g}")]
-        return [(self.position(c), c[:14]) for c in self.categories]
+        """3-5 labelled values on a numeric axis (round values inside the range, plus its ends
+        when too few fall inside), every category on a categorical one."""
+        if not self.numeric:
+            return [(self.position(c), c[:14]) for c in self.categories]
+        if self.high == self.low:
+            return [(0.5, f"{self.low:.3g}")]
+        if self.log:
+            locator = matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0))
+        else:
+            locator = matplotlib.ticker.MaxNLocator(nbins=4)
+        inside = [v for v in locator.tick_values(self.low, self.high) if self.low <= v <= self.high]
+        if len(inside) > 5:
+            inside = inside[::2]
+        values = inside if len(inside) >= 3 else sorted({self.low, *inside, self.high})
+        return [(self.position(v), f"{v:.3g}") for v in values]
 
 
 def method_comparison(data: SearchData) -> Figure:
@@ -186,18 +207,31 @@ def method_comparison(data: SearchData) -> Figure:
 
 
 def learning_curves(data: SearchData) -> Figure:
-    """Validation accuracy per epoch of the best trials."""
+    """Validation accuracy per epoch of every trial: the best one thick and labelled, the
+    others thin and grey, an x where ASHA stopped a trial."""
     curves = {name: points for name, points in data.curves.items() if points}
     if not curves:
         raise PlotSkipped("no trial logged a per-epoch validation accuracy")
-    fig = _figure()
+    status = {r.name: r.status for r in data.rows}
+    best = next((r.name for r in data.scored() if r.name in curves), next(iter(curves)))
+    fig = _figure(7.4, 4.4)
     ax = fig.add_subplot()
+    stopped_label = "stopped by ASHA"
     for name, points in curves.items():
-        ax.plot(*zip(*points), marker="o", markersize=3, label=name)
-    ax.set(xlabel="epoch", ylabel="val_acc", title=f"Learning curves of the {len(curves)} best trials")
+        if name == best:
+            continue
+        ax.plot(*zip(*points), color="0.6", linewidth=1.0, alpha=0.8)
+        if status.get(name) == "early_stopped":
+            ax.plot(*points[-1], "x", color="tab:orange", markersize=7, label=stopped_label)
+            stopped_label = "_nolegend_"
+        ax.annotate(name, points[-1], textcoords="offset points", xytext=(3, 0), fontsize=7, color="0.35",
+                    va="center")
+    ax.plot(*zip(*curves[best]), color="tab:blue", linewidth=2.6, marker="o", markersize=3,
+            label=f"best: {best}", zorder=3)
+    ax.set(xlabel="epoch", ylabel="val_acc", title=f"Learning curves of all {len(curves)} trials")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -228,7 +262,7 @@ def early_exit_tradeoff(data: SearchData) -> Figure:
     return fig
 
 
-def _apart(every: list[TradeoffPoint], candidates: list[TradeoffPoint], gap: float = 0.04) -> list[TradeoffPoint]:
+def _apart(every: list[TradeoffPoint], candidates: list[TradeoffPoint], gap: float = 0.09) -> list[TradeoffPoint]:
     """The candidates whose labels do not overlap an earlier one: each is at least `gap` (as a
     fraction of the plotted ranges) from every point labelled before it. Thresholds whose
     points coincide (a model confident everywhere) would otherwise print over each other."""
@@ -246,7 +280,7 @@ PLOT_TITLES = {
     "param_importances": "Parameter importances",
     "parallel_coordinates": "Parallel coordinates",
     "method_comparison": "Best accuracy per method",
-    "learning_curves": "Learning curves of the best trials",
+    "learning_curves": "Learning curves of every trial",
     "early_exit_tradeoff": "Early exit: accuracy versus compute",
 }
 PLOTS: dict[str, Callable[[SearchData], Figure]] = {

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skd_ray.results.leaderboard import TrialRow, find_search_run, trial_rows
-from skd_ray.results.tracking import STATUS_TAG, client
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import client
 from skd_ray.training.early_exit import Tradeoff, tradeoff_from_metrics
 from skd_ray.training.metrics import VAL_ACC, is_evaluation
 
 OBJECTIVE = VAL_ACC  # what searches select on (validation accuracy of the deployable network)
-SEARCH_TAGS = ("skd.space", "skd.methods", "skd.git_commit")
+LOG_PARAMS_TAG = "skd.log_params"  # the space's log-scaled keys, comma-separated (set by the search)
+SEARCH_TAGS = (Tags.SPACE, Tags.METHODS, Tags.GIT_COMMIT)
 
 
 @dataclass
@@ -41,6 +43,12 @@ class SearchData:
     rows: list[TrialRow]  # leaderboard order: best validation accuracy first
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # top trials: (epoch, val_acc)
     tradeoff: TradeoffOfTrial | None = None
+    # Searched keys with `log: true` in the space (None: a search that did not record them).
+    log_params: set[str] | None = None
+
+    def log_scale(self, key: str) -> bool | None:
+        """Whether the space samples `key` on a log scale; None when the search did not say."""
+        return None if self.log_params is None else key in self.log_params
 
     def scored(self) -> list[TrialRow]:
         """Trials with a validation accuracy that did not fail, best first."""
@@ -52,15 +60,17 @@ class SearchData:
 
 
 def load_search_data(uri: str, experiment: str, parent_run_id: str | None = None,
-                     top_n: int = 5) -> SearchData:
+                     top_n: int | None = None) -> SearchData:
     """The given (or latest) search of `experiment`: leaderboard rows, the validation curves
     of its `top_n` best trials and the early-exit trade-off of its best multi-exit trial."""
     exp_id, parent = find_search_run(uri, experiment, parent_run_id)
     rows = trial_rows(uri, exp_id, parent.info.run_id)
     tags = parent.data.tags
     data = SearchData(experiment, parent.info.run_name or parent.info.run_id, parent.info.run_id,
-                      tags.get(STATUS_TAG, parent.info.status.lower()), dict(parent.data.params),
+                      tags.get(Tags.STATUS, parent.info.status.lower()), dict(parent.data.params),
                       {k: tags[k] for k in SEARCH_TAGS if k in tags}, rows)
+    if LOG_PARAMS_TAG in tags:
+        data.log_params = {k for k in tags[LOG_PARAMS_TAG].split(",") if k}
     for row in data.scored()[:top_n]:
         data.curves[row.name] = [(m.step, m.value) for m in _history(uri, row.run_id, OBJECTIVE)]
     data.tradeoff = best_tradeoff(uri, data.scored())

@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
-
-TRIAL_TAG = "skd.ray_trial_id"
-STATUS_TAG = "skd.status"  # running | completed | early_stopped | failed | interrupted
-REASON_TAG = "skd.failure_reason"
-LAST_ERROR_TAG = "skd.last_error"  # written by the trial process; promoted to REASON_TAG on failure
+from skd_ray.results.names import Artifacts, Tags
 
 
 def default_tracking_uri() -> str:
@@ -159,7 +155,7 @@ def start_search_run(uri: str, experiment: str, run_name: str, tags: dict[str, s
     """Create the parent run of a search; returns (experiment_id, run_id)."""
     exp_id = get_or_create_experiment(uri, experiment)
     run = client(uri).create_run(exp_id, run_name=run_name,
-                                 tags={"skd.kind": "search", "skd.git_commit": git_commit(), **tags})
+                                 tags={Tags.KIND: "search", Tags.GIT_COMMIT: git_commit(), **tags})
     log_params(uri, run.info.run_id, params)
     return exp_id, run.info.run_id
 
@@ -168,7 +164,7 @@ def find_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: s
     """The child run already created for Ray trial `trial_id` (a restarted trial reuses it)."""
     runs = client(uri).search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        filter_string=f"tags.`{Tags.TRIAL_ID}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
@@ -183,18 +179,18 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: 
         return existing
     c = client(uri)
     run = c.create_run(experiment_id, run_name=run_name, tags={
-        "mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, STATUS_TAG: "running",
-        "skd.kind": "trial", "skd.git_commit": git_commit(), **tags})
+        "mlflow.parentRunId": parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
+        Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
     run_id = run.info.run_id
     log_params(uri, run_id, flat_config)
-    c.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), "config.json")
+    c.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), Artifacts.CONFIG)
     return run_id
 
 
 def reopen_run(uri: str, run_id: str) -> None:
     """Mark a run of an interrupted search running again (its search was resumed)."""
     client(uri).set_terminated(run_id, "RUNNING")
-    client(uri).set_tag(run_id, STATUS_TAG, "running")
+    client(uri).set_tag(run_id, Tags.STATUS, "running")
 
 
 def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
@@ -206,16 +202,16 @@ def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
 def open_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
     """Child runs of a search that are not closed (running, or interrupted with their search)."""
     runs = child_runs(uri, experiment_id, parent_run_id)
-    return [r.info.run_id for r in runs if r.data.tags.get(STATUS_TAG) in ("running", "interrupted")]
+    return [r.info.run_id for r in runs if r.data.tags.get(Tags.STATUS) in ("running", "interrupted")]
 
 
 def finish_trial_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
     """Close a run: status is completed, early_stopped, failed (with the reason) or
     interrupted (its search stopped before it ended; `--resume` reopens it)."""
     c = client(uri)
-    c.set_tag(run_id, STATUS_TAG, status)
+    c.set_tag(run_id, Tags.STATUS, status)
     if reason:
-        c.set_tag(run_id, REASON_TAG, reason[:5000])
+        c.set_tag(run_id, Tags.FAILURE_REASON, reason[:5000])
     c.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
 
 
@@ -247,7 +243,7 @@ class TrialTracker:
         import torch
 
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "best_checkpoint.pt"
+        path = directory / Artifacts.BEST_CHECKPOINT
         torch.save(state, path)
         _retry(lambda: client(self.uri).log_artifact(self.run_id, str(path)))
 

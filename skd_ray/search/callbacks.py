@@ -6,7 +6,8 @@ from typing import Any
 
 from ray import tune
 
-from skd_ray.results.tracking import LAST_ERROR_TAG, STATUS_TAG, client, find_trial_run, finish_trial_run
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import client, find_trial_run, finish_trial_run
 from skd_ray.training.metrics import EPOCH
 
 
@@ -25,9 +26,9 @@ class ChildRunStatus(tune.Callback):
         if run_id is None:
             return
         tags = client(self.uri).get_run(run_id).data.tags
-        if tags.get(STATUS_TAG) == "running":
+        if tags.get(Tags.STATUS) == "running":
             if status == "failed":
-                reason = tags.get(LAST_ERROR_TAG) or reason
+                reason = tags.get(Tags.LAST_ERROR) or reason
             finish_trial_run(self.uri, run_id, status, reason)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from skd_ray.errors import DiskFull, SkdError, is_disk_full
+from skd_ray.results.names import Tags
 from skd_ray.results.artifacts import log_search_plots
 from skd_ray.results.tracking import finish_trial_run, open_trial_runs, reopen_run, start_search_run
 from skd_ray.search.autoscaler import plan_search
@@ -74,7 +75,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
                            "pass --resume to continue it, or a new --experiment name")
         experiment_id, parent_run_id = start_search_run(
             req.tracking_uri, req.experiment, name,
-            {"skd.space": req.space.path, "skd.methods": ",".join(req.space.methods()), **req.extra_tags},
+            {Tags.SPACE: req.space.path, Tags.METHODS: ",".join(req.space.methods()), **req.extra_tags},
             {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
              "search.cpus_per_worker": req.cpus_per_worker, "search.gpus_per_worker": req.gpus_per_worker,
              "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from skd_ray.results.names import Tags
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
 from skd_ray.training.metrics import IS_BEST
 from skd_ray.training.session import MetricSink, pick_device, publish
@@ -59,8 +60,8 @@ class RaySession:
         self.sink = sink if self.rank == 0 else None
         self.node_ids = self._gather_node_ids()
         if self.sink is not None:
-            self.sink.log_tags({"skd.worker_nodes": ",".join(self.node_ids),
-                                "skd.world_size": str(self.world_size), "skd.executor": self.executor})
+            self.sink.log_tags({Tags.WORKER_NODES: ",".join(self.node_ids),
+                                Tags.WORLD_SIZE: str(self.world_size), Tags.EXECUTOR: self.executor})
 
     def _gather_node_ids(self) -> list[str]:
         """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""
@@ -126,8 +127,8 @@ class TuneTrialSession:
         if sink is not None:
             import ray
 
-            sink.log_tags({"skd.worker_nodes": ray.get_runtime_context().get_node_id(), "skd.world_size": "1",
-                           "skd.executor": "trial_process"})
+            sink.log_tags({Tags.WORKER_NODES: ray.get_runtime_context().get_node_id(), Tags.WORLD_SIZE: "1",
+                           Tags.EXECUTOR: "trial_process"})
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model

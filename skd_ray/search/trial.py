@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from skd_ray.errors import SkdError
-from skd_ray.results.tracking import LAST_ERROR_TAG, TrialTracker, client, finish_trial_run, start_trial_run
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import TrialTracker, client, finish_trial_run, start_trial_run
 from skd_ray.search.pool.link import PoolLink
 from skd_ray.search.sessions import RaySession, TuneTrialSession
 from skd_ray.search.space import SearchSpace
@@ -29,9 +30,10 @@ from skd_ray.training.resolve import resolve_config
 
 # Checkpoint retention per trial: the latest (for restarts) and the best (for the artifact).
 CHECKPOINTS_KEPT = 2
+# Starts of a trial from a checkpoint (see record_restart).
+RESTARTS_TAG = "skd.restarts"
 # Set on a child run whose training failed deterministically (NaN loss, bad data): a restart
 # of that trial by Tune would fail the same way, so it ends at once with the same reason.
-DETERMINISTIC_ERROR_TAG = "skd.deterministic_error"
 
 
 class TrialFailed(RuntimeError):
@@ -84,8 +86,10 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     run_id = start_trial_run(
         settings.tracking_uri, settings.experiment_id, settings.parent_run_id, ctx.get_trial_id(),
         ctx.get_trial_name(), cfg.to_flat(),
-        {"skd.method": cfg.method, "skd.seed": str(cfg.train.seed), "skd.trial_name": ctx.get_trial_name()},
+        {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: ctx.get_trial_name()},
     )
+    if tune.get_checkpoint() is not None:
+        record_restart(settings.tracking_uri, run_id)
     try:
         if settings.trains_in_trial_process:
             train_in_trial_process(cfg, run_id, settings.tracking_uri, started_at)
@@ -96,21 +100,29 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     except Exception as err:
         # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
         # record the error and let its ChildRunStatus callback set the final status.
-        client(settings.tracking_uri).set_tag(run_id, LAST_ERROR_TAG, failure_reason(err))
+        client(settings.tracking_uri).set_tag(run_id, Tags.LAST_ERROR, failure_reason(err))
         raise
     finish_trial_run(settings.tracking_uri, run_id, "completed")
 
 
+def record_restart(tracking_uri: str, run_id: str) -> None:
+    """Count on the trial's run each start from a checkpoint (Tune's retry after a lost node
+    or process, or `--resume`): the run shows that the trial was restarted, and how often."""
+    mlflow = client(tracking_uri)
+    restarts = int(mlflow.get_run(run_id).data.tags.get(RESTARTS_TAG, "0")) + 1
+    mlflow.set_tag(run_id, RESTARTS_TAG, str(restarts))
+
+
 def raise_if_failed_before(tracking_uri: str, run_id: str) -> None:
     """A trial restarted by Tune after a deterministic error fails again at once, same reason."""
-    earlier = client(tracking_uri).get_run(run_id).data.tags.get(DETERMINISTIC_ERROR_TAG)
+    earlier = client(tracking_uri).get_run(run_id).data.tags.get(Tags.DETERMINISTIC_ERROR)
     if earlier:
         raise TrialFailed(earlier)
 
 
 def fail_deterministically(tracking_uri: str, run_id: str, reason: str) -> NoReturn:
     """Record `reason` on the run (for `raise_if_failed_before`) and fail the trial with it."""
-    client(tracking_uri).set_tag(run_id, DETERMINISTIC_ERROR_TAG, reason)
+    client(tracking_uri).set_tag(run_id, Tags.DETERMINISTIC_ERROR, reason)
     raise TrialFailed(reason) from None
 
 

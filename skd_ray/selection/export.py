@@ -29,12 +29,12 @@ from torch import nn
 from skd_ray.data import build_loader
 from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
+from skd_ray.results.names import Artifacts
 from skd_ray.results.tracking import client
 from skd_ray.selection.final_summary import select_top_configs
 from skd_ray.training.checkpoint import load_state
 from skd_ray.training.resolve import build_run, resolve_config
 
-CHECKPOINT_ARTIFACT = "best_checkpoint.pt"
 MODEL_FILE = "model.pt2"
 
 
@@ -69,9 +69,9 @@ def load_best_method(uri: str, run_id: str, flat: dict[str, Any]) -> tuple[Any, 
     cfg = resolve_config(flat)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client(uri).download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp)
+            path = client(uri).download_artifacts(run_id, Artifacts.BEST_CHECKPOINT, tmp)
         except Exception as err:  # mlflow raises its own exception types for missing artifacts
-            raise SkdError(f"run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({str(err).splitlines()[0]})",
+            raise SkdError(f"run {run_id} has no {Artifacts.BEST_CHECKPOINT} artifact ({str(err).splitlines()[0]})",
                            "export a search whose trials finished at least one epoch") from None
         state = load_state(Path(path))
     data, method = build_run(cfg)

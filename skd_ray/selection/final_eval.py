@@ -19,7 +19,8 @@ from typing import Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
-from skd_ray.results.tracking import STATUS_TAG, child_runs, client, log_params, param_text
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import child_runs, client, log_params, param_text
 from skd_ray.search.space import SearchSpace
 from skd_ray.selection.final_summary import (
     ConfigSummary,
@@ -34,8 +35,6 @@ from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)
 SEED_KEY = "train.seed"
-RANK_TAG = "skd.config_rank"
-SOURCE_TAG = "skd.source_trial"
 
 
 @dataclass
@@ -113,8 +112,8 @@ def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOut
         search_name=name, num_samples=len(points), workers=req.workers, cpus_per_worker=req.cpus_per_worker,
         gpus_per_worker=req.gpus_per_worker, max_concurrent=req.max_concurrent, address=req.address,
         points=points,
-        extra_tags={"skd.kind": "final", "skd.search_run_id": search.info.run_id,
-                    "skd.search_name": search.info.run_name or ""},
+        extra_tags={Tags.KIND: "final", Tags.SEARCH_RUN_ID: search.info.run_id,
+                    Tags.SEARCH_NAME: search.info.run_name or ""},
     ))
     log_params(req.tracking_uri, outcome.parent_run_id,
                {"final.top_k": req.top_k, "final.seeds": req.seeds, "final.search_run_id": search.info.run_id})
@@ -145,9 +144,10 @@ def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: lis
         if rank is None:
             continue  # not a retraining of a chosen configuration
         source = chosen[rank - 1]
-        for key, value in ((RANK_TAG, str(rank)), (SOURCE_TAG, source.name), ("skd.source_run_id", source.run_id)):
+        for key, value in ((Tags.CONFIG_RANK, str(rank)), (Tags.SOURCE_TRIAL, source.name),
+                           (Tags.SOURCE_RUN_ID, source.run_id)):
             c.set_tag(run.info.run_id, key, value)
-        completed = run.data.tags.get(STATUS_TAG) == "completed"
+        completed = run.data.tags.get(Tags.STATUS) == "completed"
         results.append((rank, int(run.data.params[SEED_KEY]), run.data.metrics.get(TEST_ACC) if completed else None))
     return results
 

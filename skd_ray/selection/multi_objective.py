@@ -19,7 +19,8 @@ from typing import Any
 from skd_ray.errors import SkdError
 from skd_ray.methods import METHODS, get_method_spec
 from skd_ray.results.leaderboard import format_table, varying_params
-from skd_ray.results.tracking import STATUS_TAG, child_runs, client
+from skd_ray.results.names import Tags
+from skd_ray.results.tracking import child_runs, client
 from skd_ray.search.space import SearchSpace
 from skd_ray.selection.final_summary import param_cell
 from skd_ray.selection.pareto import pareto_front
@@ -28,7 +29,6 @@ from skd_ray.training.resolve import resolve_config
 
 # BYOT's official thresholds lie around 0.95-0.98; 0.95 is one of eval.thresholds' defaults.
 DEFAULT_THRESHOLD = 0.95
-PARETO_TAG = "skd.pareto"
 
 
 def objectives(threshold: float) -> list[tuple[str, str]]:
@@ -70,9 +70,9 @@ def evaluated_trials(uri: str, experiment_id: str, parent_run_id: str,
     out = []
     for run in child_runs(uri, experiment_id, parent_run_id):
         m = run.data.metrics
-        if run.data.tags.get(STATUS_TAG) != "completed" or any(k not in m for k, _ in objs):
+        if run.data.tags.get(Tags.STATUS) != "completed" or any(k not in m for k, _ in objs):
             continue
-        out.append(ParetoTrial(run.data.tags.get("skd.trial_name", run.info.run_name or run.info.run_id),
+        out.append(ParetoTrial(run.data.tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
                                run.info.run_id, [float(m[k]) for k, _ in objs], float(m.get(VAL_ACC, "nan")),
                                dict(run.data.params)))
     return out
@@ -89,7 +89,7 @@ def record_pareto_front(uri: str, experiment_id: str, parent_run_id: str,
     trials.sort(key=lambda t: (not t.on_front, t.values[-1] if objs[-1][1] == "min" else -t.values[-1]))
     c = client(uri)
     for t in trials:
-        c.set_tag(t.run_id, PARETO_TAG, str(t.on_front).lower())
+        c.set_tag(t.run_id, Tags.PARETO, str(t.on_front).lower())
     front = [t for t in trials if t.on_front]
     rows = [front_row(t, objs) for t in front]
     c.log_text(parent_run_id, json.dumps({"objectives": [{"metric": k, "mode": d} for k, d in objs],

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from skd_ray.errors import SkdError
+from skd_ray.results.names import Tags
 from skd_ray.results.tracking import TrialTracker
 from skd_ray.search.pool.mailbox import SHUTDOWN
 from skd_ray.search.sessions import RaySession
@@ -86,7 +87,7 @@ class PoolSession(RaySession):
         pids = self._gather_from_ranks(str(os.getpid()))
         if self.sink is not None:
             # The same pids across trials show the pool's processes being reused.
-            self.sink.log_tags({"skd.worker_pids": ",".join(pids)})
+            self.sink.log_tags({Tags.WORKER_PIDS: ",".join(pids)})
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         refs = self.job.get("state")

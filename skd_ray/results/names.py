@@ -1,0 +1,44 @@
+"""Every name skd-ray gives things in MLflow: run tags and artifact paths, in one namespace.
+
+Writers (the search driver, trials, rank-0 workers, the final evaluation) and readers (the
+leaderboard, reports, export) use these constants, so a tag is spelled once.
+"""
+
+from __future__ import annotations
+
+
+class Tags:
+    """The `skd.*` run tags."""
+
+    KIND = "skd.kind"  # search | trial (child runs of a search or of a final evaluation)
+    MODE = "skd.mode"  # debug for the in-process debugging mode
+    GIT_COMMIT = "skd.git_commit"
+    SPACE = "skd.space"
+    METHODS = "skd.methods"
+    METHOD = "skd.method"
+    SEED = "skd.seed"
+    SEARCH_NAME = "skd.search_name"
+    OBJECTIVES = "skd.objectives"  # metric:direction pairs of a multi-objective search
+    PARETO = "skd.pareto"  # true on trials on the Pareto front
+    TRIAL_ID = "skd.ray_trial_id"
+    TRIAL_NAME = "skd.trial_name"
+    STATUS = "skd.status"  # running | completed | early_stopped | failed | interrupted
+    FAILURE_REASON = "skd.failure_reason"
+    LAST_ERROR = "skd.last_error"  # written by the trial process; promoted to FAILURE_REASON on failure
+    DETERMINISTIC_ERROR = "skd.deterministic_error"  # a retry of the trial would fail the same way
+    EXECUTOR = "skd.executor"  # trial_process | ray_train | ddp_pool
+    WORLD_SIZE = "skd.world_size"
+    WORKER_NODES = "skd.worker_nodes"  # Ray node id of every rank, in rank order
+    WORKER_PIDS = "skd.worker_pids"
+    SEARCH_RUN_ID = "skd.search_run_id"  # a final evaluation's search
+    SOURCE_TRIAL = "skd.source_trial"
+    SOURCE_RUN_ID = "skd.source_run_id"
+    CONFIG_RANK = "skd.config_rank"
+
+
+class Artifacts:
+    """Artifact paths of skd-ray's runs."""
+
+    BEST_CHECKPOINT = "best_checkpoint.pt"  # a trial's best epoch: deployable weights + method state
+    CONFIG = "config.json"  # a trial's resolved flat config
+    PLOTS_DIR = "plots"  # a search's plots, on its parent run
