@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
@@ -54,25 +55,34 @@ def check_address(address: str) -> None:
                        "check the address (`ray status` on the head node) or omit --address to run locally") from None
 
 
-def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
+def connect_ray(address: str | None, temp_dir: str | None = None, log_to_driver: bool = True) -> None:
     """Join the cluster at `address`, or start a local one; unreachable addresses fail fast.
+    `log_to_driver=False` leaves the trial processes' output in Ray's session logs instead of
+    the console (see skd_ray.search.console).
 
     The dashboard stays on (bound to 127.0.0.1 by Ray): without it Train's placement-group
     cleaner cannot see that a stopped trial's controller died, the trial's workers' resources
     leak, and the next trial waits for them forever.
     """
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_REPORT_INTERVAL_S)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", TUNE_STATE_SAVE_INTERVAL_S)
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {
+    # Tune warns when its state is saved more often than every 5 s, which is this setting.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "runtime_env": {"env_vars": {
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]}}}
     if address:
         check_address(address)
+        use_token_if_available()
+        check_authentication(address)
         try:
             ray.init(address=address, **kwargs)
+        except AuthenticationError as err:
+            raise auth_failed(address, str(err)) from None
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise SkdError(f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]})",
                            "check the address (`ray status` on the head node) or omit --address") from None
@@ -80,6 +90,66 @@ def connect_ray(address: str | None, temp_dir: str | None = None) -> None:
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
         start_local_ray(kwargs)
+
+
+def token_source() -> str | None:
+    """Where Ray would read an authentication token from here, in Ray's order, or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path and Path(path).expanduser().is_file():
+        return f"RAY_AUTH_TOKEN_PATH ({path})"
+    default = Path("~/.ray/auth_token").expanduser()
+    return str(default) if not path and default.is_file() else None
+
+
+def use_token_if_available() -> None:
+    """Send the token when there is one, as `ray start` and `ray.init("auto")` do: Ray 2.60 turns
+    token authentication on for a head that finds a token, but `ray.init(address=HOST:PORT)`
+    never sends one unless RAY_AUTH_MODE=token is set (a cluster without authentication
+    accepts it all the same). Must run before anything talks to the cluster: Ray's C++ core
+    reads the mode once."""
+    if "RAY_AUTH_MODE" not in os.environ and token_source():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def check_authentication(address: str) -> None:
+    """Fail in a second with what to do, not after Ray's 20 s of retries ending in "cannot
+    connect", when the cluster refuses this machine's token (or its lack of one)."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address.removeprefix("ray://")).internal_kv_get(b"__skd_auth_probe", None, timeout=10)
+    except AuthenticationError as err:
+        raise auth_failed(address, str(err)) from None
+    except Exception:  # anything else: ray.init reports it
+        pass
+
+
+def auth_failed(address: str, detail: str) -> SkdError:
+    source = token_source()
+    fix = ("copy the token of the cluster (`~/.ray/auth_token` on its head node) to ~/.ray/auth_token here, "
+           "or set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to it")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return SkdError(f"authentication failed: the Ray cluster at {address} uses token authentication and "
+                        "RAY_AUTH_MODE=disabled is set here", "unset RAY_AUTH_MODE")
+    if source is None:
+        return SkdError(f"authentication failed: the Ray cluster at {address} uses token authentication and no "
+                        "token was found here", fix)
+    return SkdError(f"authentication failed: the Ray cluster at {address} rejected the token from {source} "
+                    f"({detail.splitlines()[0][:120]})", fix)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (what `ray job stop` sends the search's process) stops the search like Ctrl-C:
+    Tune handles only SIGINT, saving its state, ending the trials and returning, so the runs
+    are closed as `interrupted` and `--resume` continues. Main thread only (signal handlers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
 
 
 def start_local_ray(kwargs: dict[str, Any]) -> None:

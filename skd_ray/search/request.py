@@ -36,12 +36,18 @@ class SearchRequest:
     early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
     start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)
     resume: bool = False
+    # Seconds the search may wait for resources without any progress before it gives up
+    # (interrupted, resumable); see skd_ray.search.waiting.
+    resource_wait_s: float = 900.0
     extra_tags: dict[str, str] = field(default_factory=dict)
     # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
     objectives: list[tuple[str, str]] = field(default_factory=list)
     # Trial configs to run once each instead of sampling (final evaluation of chosen configs).
     points: list[dict[str, Any]] = field(default_factory=list)
     callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (benchmarks, tools)
+    # Console: 0 only the final summary (-q), 1 one line per trial event (default), 2 also
+    # Ray Tune's tables and Ray's logs (-v); see skd_ray.search.console.
+    verbosity: int = 1
 
 
 @dataclass
