@@ -217,6 +217,7 @@ def learning_curves(data: SearchData) -> Figure:
     fig = _figure(7.4, 4.4)
     ax = fig.add_subplot()
     stopped_label = "stopped by ASHA"
+    ends: dict[tuple[int, float], list[str]] = {}  # trials ending at the same point share one label
     for name, points in curves.items():
         if name == best:
             continue
@@ -224,8 +225,10 @@ def learning_curves(data: SearchData) -> Figure:
         if status.get(name) == "early_stopped":
             ax.plot(*points[-1], "x", color="tab:orange", markersize=7, label=stopped_label)
             stopped_label = "_nolegend_"
-        ax.annotate(name, points[-1], textcoords="offset points", xytext=(3, 0), fontsize=7, color="0.35",
-                    va="center")
+        ends.setdefault((points[-1][0], round(points[-1][1], 3)), []).append(name)
+    for (epoch, value), names in ends.items():
+        ax.annotate(" ".join(sorted(names)), (epoch, value), textcoords="offset points", xytext=(4, 0), fontsize=7,
+                    color="0.35", va="center")
     ax.plot(*zip(*curves[best]), color="tab:blue", linewidth=2.6, marker="o", markersize=3,
             label=f"best: {best}", zorder=3)
     ax.set(xlabel="epoch", ylabel="val_acc", title=f"Learning curves of all {len(curves)} trials")
