@@ -47,6 +47,7 @@ RANGES = {
     "gpus_per_worker": Range("--gpus-per-worker", 0, example="0.5"),
     "max_concurrent": Range("--max-concurrent", 1, example="4 (or leave it out: what fits)"),
     "grace_period": Range("--grace-period", 1, example="2"),
+    "max_failures": Range("--max-failures", 0, example="2 (0: never restart a crashed trial)"),
     "seeds": Range("--seeds", 1, example="3"),
     "final_top": Range("--final-top", 1, example="3"),
     "compute_threshold": Range("--compute-threshold", 0, above=True, high=1, example="0.95"),

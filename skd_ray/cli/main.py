@@ -55,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "worker pools, one per concurrent trial, reused by every trial)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions pack trials on one GPU")
-    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits)")
+    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits, or "
+                   "on an autoscaling cluster what its node types can grow to)")
+    p.add_argument("--max-failures", type=int, default=2, metavar="N",
+                   help="times a trial is restarted from its last checkpoint after a crash (default 2; "
+                        "deterministic errors such as a NaN loss or bad data are not retried)")
+    p.add_argument("--resource-wait-timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="give up (interrupted, --resume continues) when trials have waited this long for "
+                        "resources without any progress (default 900)")
     p.add_argument("--grace-period", type=int, default=2,
                    help="epochs before ASHA may stop a trial (1 pays off in wide spaces, where bad "
                         "configurations show in the first epoch; see README, Performance)")

@@ -24,6 +24,8 @@ from skd_ray.results.tracking import (
     start_trial_run,
 )
 from skd_ray.search.closing import ending_status, reason_of
+from skd_ray.search.cluster import use_token_if_available
+from skd_ray.search.console import NORMAL, QUIET, RAY_LOG_FILE, VERBOSE, ray_logs_to_file
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.state import check_name_unique, check_resumable, latest_search_name, safe_name
 from skd_ray.search.state_files import restore_tune_state
@@ -74,12 +76,13 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         search_name=search_name,
                         num_samples=args.num_samples, workers=args.workers_per_trial,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                        max_concurrent=args.max_concurrent, address=args.address,
+                        max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
                         always_ray_train=args.always_ray_train, ddp_pool=not args.train_run_per_trial,
                         sampler=args.sampler,
                         early_stopping=not args.no_early_stopping,
-                        start_from_defaults=not args.no_default_trial, objectives=objectives)
+                        start_from_defaults=not args.no_default_trial, objectives=objectives,
+                        verbosity=verbosity_of(args), resource_wait_s=args.resource_wait_timeout)
     req.extra_tags = {**req.extra_tags, **objective_tags(objectives)}
     return execute_search(req)
 
@@ -96,6 +99,8 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     check = check_resumable(storage, name)
     req = check.request
     req.address = args.address
+    req.verbosity = verbosity_of(args)
+    req.resource_wait_s = args.resource_wait_timeout
     if args.mlflow_uri:
         req.tracking_uri = args.mlflow_uri
     check_store_usable(req.tracking_uri)
@@ -114,11 +119,22 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     return execute_search(req)
 
 
+def verbosity_of(args: argparse.Namespace) -> int:
+    """-q: only the final summary; default: one line per trial event; -v: Ray Tune's own output too."""
+    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL
+
+
 def execute_search(req: Any) -> int:
     """Run (or resume) `req` on Ray, then print its leaderboard (and Pareto front)."""
+    use_token_if_available()  # before Ray is imported: its core reads the authentication mode once
     from skd_ray.search.driver import run_search  # local: loads Ray, which --debug must not
 
-    outcome = run_search(req)
+    log_file = Path(req.storage) / safe_name(req.search_name) / RAY_LOG_FILE
+    if req.verbosity > QUIET:
+        print(f"search {req.search_name}: {req.num_samples} trials; Ray's logs go to {log_file} "
+              "(-v shows them here)")
+    with ray_logs_to_file(log_file, req.verbosity):
+        outcome = run_search(req)
     print()
     print(f"search {req.search_name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
           f"results in {outcome.experiment_dir}")
