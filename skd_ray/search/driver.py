@@ -14,21 +14,26 @@ from typing import Any
 from ray import tune
 
 from skd_ray.errors import DiskFull, SkdError, is_disk_full
-from skd_ray.results.names import Tags
 from skd_ray.results.artifacts import log_search_plots
+from skd_ray.results.names import Tags
+from skd_ray.results.search_data import LOG_PARAMS_TAG
 from skd_ray.results.tracking import finish_trial_run, open_trial_runs, reopen_run, start_search_run
+from skd_ray.search.answer import TrialRunLabels, write_summary
 from skd_ray.search.autoscaler import plan_search
 from skd_ray.search.callbacks import ChildRunStatus
 from skd_ray.search.closing import close_search
 from skd_ray.search.cluster import connect_ray, stop_on_sigterm
+from skd_ray.search.console import QUIET, VERBOSE, tune_verbosity
+from skd_ray.search.optuna_study import SkdOptunaSearch, objective_metric
 from skd_ray.search.points import PointsSearcher
 from skd_ray.search.pool.driver import DDPPools
+from skd_ray.search.progress import SearchProgress
 from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state import STATE_FILE, read_state, safe_name, write_state
 from skd_ray.search.state_backup import BackUpTuneState
 from skd_ray.search.state_files import back_up_tune_state
 from skd_ray.search.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
-from skd_ray.search.waiting import progress_callback, raise_if_gave_up, watch_search
+from skd_ray.search.waiting import ResultsAreProgress, raise_if_gave_up, watch_search
 from skd_ray.training.metrics import EPOCH
 
 # Memory reserved for the trial process itself (see trial_resources).
@@ -53,12 +58,11 @@ def trial_resources(settings: TrialSettings) -> dict[str, float]:
 
 def run_search(req: SearchRequest) -> SearchOutcome:
     """Run (or resume) the search described by `req`; returns where its results are."""
-    import ray
 
     name = safe_name(req.search_name)
     exp_dir = Path(req.storage) / name
     state_file = exp_dir / STATE_FILE
-    connect_ray(req.address)
+    connect_ray(req.address, log_to_driver=req.verbosity >= VERBOSE)
     stop_on_sigterm()
     concurrency, autoscaling = plan_search(req)
     max_epochs = int(req.space.fixed.get("train.epochs", 15))
@@ -75,7 +79,8 @@ def run_search(req: SearchRequest) -> SearchOutcome:
                            "pass --resume to continue it, or a new --experiment name")
         experiment_id, parent_run_id = start_search_run(
             req.tracking_uri, req.experiment, name,
-            {Tags.SPACE: req.space.path, Tags.METHODS: ",".join(req.space.methods()), **req.extra_tags},
+            {Tags.SPACE: req.space.path, Tags.METHODS: ",".join(req.space.methods()),
+             LOG_PARAMS_TAG: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
             {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
              "search.cpus_per_worker": req.cpus_per_worker, "search.gpus_per_worker": req.gpus_per_worker,
              "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,
@@ -108,11 +113,11 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: 
     finally:
         if pools is not None:
             pools.shutdown()
-    # Decided from what Tune recorded, not from a trial count: a trial lost to a full disk is
-    # never recorded, and waiting for it would keep the search interrupted forever.
     if any(is_disk_full(err) for err in results.errors):
         raise DiskFull(f"trials of search {name} failed for lack of space under {req.storage} "
                        "(No space left on device); the search is interrupted")
+    # Decided from what Tune recorded, not from a trial count: a trial lost to a full disk is
+    # never recorded, and waiting for it would keep the search interrupted forever.
     try:
         interrupted = unfinished_trials(exp_dir) > 0
     except Exception as err:
@@ -129,6 +134,7 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: 
         close_abandoned(req.tracking_uri, experiment_id, parent_run_id, exp_dir / "optuna.db", name)
         status = "completed" if not results.num_errors else "completed_with_errors"
         finish_trial_run(req.tracking_uri, parent_run_id, status)
+    write_summary(req, exp_dir, name, experiment_id, parent_run_id, max_epochs)  # never raises
     log_search_plots(req.tracking_uri, req.experiment, parent_run_id)  # never raises: prints a warning instead
     return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors, interrupted)
 
@@ -140,14 +146,18 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
                              req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
                              req.always_ray_train, pools.name if pools is not None else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
-    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), progress_callback(name),
-                 BackUpTuneState(str(exp_dir)), *req.callbacks]
+    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), ResultsAreProgress(name),
+                 BackUpTuneState(str(exp_dir)),
+                 TrialRunLabels(req.tracking_uri, experiment_id, parent_run_id, req.space), *req.callbacks]
+    if req.verbosity > QUIET:
+        callbacks.append(SearchProgress(req.space, req.num_samples, max_epochs, req.space.metric, req.space.mode))
     if pools is not None:
         callbacks.append(pools.callback())
     if req.resume:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
     else:
-        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs)
+        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs,
+                                                     (req.tracking_uri, experiment_id, parent_run_id))
         # Ray Train restarts its own workers in a per-trial Train run; a trial training in
         # place or in a pool is restarted by Tune from its last checkpoint.
         tune_restarts = settings.trains_in_trial_process or pools is not None
@@ -159,6 +169,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
                                         max_concurrent_trials=concurrency, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
+                verbose=tune_verbosity(req.verbosity),
                 failure_config=tune.FailureConfig(max_failures=req.max_failures if tune_restarts else 0),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=req.space.metric,
@@ -207,7 +218,8 @@ def tpe_startup_trials(num_samples: int) -> int:
     return min(10, max(3, num_samples // 4))
 
 
-def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epochs: int) -> tuple[Any, Any]:
+def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epochs: int,
+                           tracking: tuple[str, str, str] | None = None) -> tuple[Any, Any]:
     """(search algorithm, trial scheduler) of a new search; a scheduler of None is Tune's FIFO.
 
     - default: Optuna TPE on the space's metric, ASHA stopping weak trials early
@@ -220,7 +232,6 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     """
     import optuna
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     if req.points:
         return PointsSearcher(req.points), None
@@ -229,12 +240,13 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
         mode: Any = [d for _, d in req.objectives]
         sampler: Any = optuna.samplers.NSGAIISampler(seed=req.seed)
     elif req.sampler == "random":
-        metric, mode, sampler = req.space.metric, req.space.mode, optuna.samplers.RandomSampler(seed=req.seed)
+        metric, mode = objective_metric(req.space.metric, req.space.mode), req.space.mode
+        sampler = optuna.samplers.RandomSampler(seed=req.seed)
     else:
-        metric, mode = req.space.metric, req.space.mode
+        metric, mode = objective_metric(req.space.metric, req.space.mode), req.space.mode
         sampler = optuna.samplers.TPESampler(n_startup_trials=tpe_startup_trials(req.num_samples), seed=req.seed)
-    searcher = OptunaSearch(
-        space=req.space.define_by_run, metric=metric, mode=mode,
+    searcher = SkdOptunaSearch(
+        tracking=tracking, max_epochs=max_epochs, space=req.space.define_by_run, metric=metric, mode=mode,
         points_to_evaluate=[req.space.default_point()] if req.start_from_defaults else None, sampler=sampler,
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"), study_name=name,
     )
