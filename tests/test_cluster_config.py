@@ -56,3 +56,43 @@ def test_validator_rejects_broken_variants(breakage: str) -> None:
         config["available_node_types"]["gpu_worker"]["min_workers"] = 50
     with pytest.raises(Exception):  # noqa: B017 - jsonschema.ValidationError or ValueError
         validate(config)
+
+
+def search_request(workers: int = 1, cpus: float = 1.0, gpus: float = 0.0, max_concurrent: int | None = None):
+    from skd_ray.search.request import SearchRequest
+    from skd_ray.search.space import load_space
+
+    space = load_space(CLUSTER.parent / "search_spaces" / "vanilla.yaml")
+    return SearchRequest(space=space, storage="/tmp/x", tracking_uri="sqlite:///x.db", experiment="e",
+                         search_name="s", num_samples=64, workers=workers, cpus_per_worker=cpus,
+                         gpus_per_worker=gpus, max_concurrent=max_concurrent)
+
+
+def test_a_search_sizes_itself_by_what_the_node_types_can_grow_to() -> None:
+    """Nothing is up when the search starts (head CPU 0, min_workers 0): the search is sized by
+    the node types of the config the autoscaler runs with."""
+    from skd_ray.search.autoscaler import plan_on_node_types, read_launcher_config
+
+    view = read_launcher_config(CLUSTER)
+    workers = {t.name: t for t in view.node_types if not t.head}
+    assert workers["gpu_worker"].resources == {"CPU": 8.0, "GPU": 1.0} and workers["gpu_worker"].max_workers == 8
+    assert plan_on_node_types(view, search_request(gpus=1, cpus=4)) == 8
+    assert plan_on_node_types(view, search_request(gpus=0.25, cpus=2)) == 32  # 4 per GPU node, CPU-bound
+    assert plan_on_node_types(view, search_request(workers=2, gpus=1, cpus=4)) == 4
+    assert plan_on_node_types(view, search_request(gpus=1, max_concurrent=3)) == 3
+
+
+def test_a_trial_no_node_type_holds_is_refused_naming_the_node_types() -> None:
+    from skd_ray.errors import SkdError
+    from skd_ray.search.autoscaler import plan_on_node_types, read_launcher_config
+
+    with pytest.raises(SkdError) as err:
+        plan_on_node_types(read_launcher_config(CLUSTER), search_request(gpus=2))
+    assert "gpu_worker (up to 8 x {CPU: 8, GPU: 1})" in err.value.problem and "head" in err.value.problem
+
+
+def test_job_uploads_leave_out_the_environment_results_and_mlflow_stores() -> None:
+    """`ray job submit --working-dir .` honours .rayignore (Ray refuses uploads over 100 MiB)."""
+    ignored = (CLUSTER.parent / ".rayignore").read_text().split()
+    assert {".venv/", "skd_results/", "mlruns/", "mlflow.db"} <= set(ignored)
+    assert {".venv", "skd_results", "mlruns"} <= set(load()["rsync_exclude"])
