@@ -24,6 +24,7 @@ from skd_ray.search.callbacks import ChildRunStatus
 from skd_ray.search.closing import close_search
 from skd_ray.search.cluster import connect_ray, stop_on_sigterm
 from skd_ray.search.console import QUIET, VERBOSE, tune_verbosity
+from skd_ray.search.numbering import reset as reset_trial_numbers
 from skd_ray.search.optuna_study import SkdOptunaSearch, objective_metric
 from skd_ray.search.points import PointsSearcher
 from skd_ray.search.pool.driver import DDPPools
@@ -146,6 +147,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
                              req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
                              req.always_ray_train, pools.name if pools is not None else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
+    reset_trial_numbers()
     callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), ResultsAreProgress(name),
                  BackUpTuneState(str(exp_dir)),
                  TrialRunLabels(req.tracking_uri, experiment_id, parent_run_id, req.space), *req.callbacks]

@@ -13,6 +13,11 @@ from __future__ import annotations
 NUMBERS: dict[str, int] = {}
 
 
+def reset() -> None:
+    """A new search (or a resumed one, whose searcher registers its trials again) in this process."""
+    NUMBERS.clear()
+
+
 def register(trial_id: str, number: int) -> None:
     NUMBERS[trial_id] = number
 

@@ -49,6 +49,12 @@ class SkdOptunaSearch(OptunaSearch):
                 warnings.simplefilter("ignore")
                 study.set_metric_names(list(names))
 
+    def restore(self, checkpoint_path: str) -> None:
+        """A resumed search: its earlier trials keep their numbers on the console and in MLflow."""
+        super().restore(checkpoint_path)
+        for trial_id, ot_trial in self._ot_trials.items():
+            register(trial_id, ot_trial.number)
+
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
