@@ -22,6 +22,7 @@ from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import TrialTracker, client, finish_trial_run, start_trial_run
 from skd_ray.search.pool.link import PoolLink
+from skd_ray.search.pool.messages import Done, PoolJob, Report
 from skd_ray.search.sessions import RaySession, TuneTrialSession
 from skd_ray.search.space import SearchSpace
 from skd_ray.training.engine import fit
@@ -150,19 +151,19 @@ def train_in_pool(flat: dict[str, Any], run_id: str, settings: TrialSettings, tr
     from ray import tune
 
     raise_if_failed_before(settings.tracking_uri, run_id)
-    job = {"flat": flat, "run_id": run_id, "tracking_uri": settings.tracking_uri, "started_at": started_at}
+    job = PoolJob(flat, run_id, settings.tracking_uri, started_at)
     with PoolLink(ray.get_actor(settings.pool), trial_id, job, tune.get_checkpoint()) as link:
         for event in link.events():
-            if event["kind"] == "report":
+            if isinstance(event, Report):
                 link.report_to_tune(event)
-            elif event["kind"] == "done":
-                if not event["reported"] and event["metrics"]:
-                    tune.report(event["metrics"])  # resumed after its last epoch: the stored result
+            elif isinstance(event, Done):
+                if not event.reported and event.metrics:
+                    tune.report(event.metrics)  # resumed after its last epoch: the stored result
                 return
-            elif event["deterministic"]:
-                fail_deterministically(settings.tracking_uri, run_id, event["message"])
+            elif event.deterministic:
+                fail_deterministically(settings.tracking_uri, run_id, event.message)
             else:
-                raise PoolJobFailed(event["message"])
+                raise PoolJobFailed(event.message)
 
 
 class PoolJobFailed(RuntimeError):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from skd_ray.search.pool.messages import PoolEvent, PoolJob, Report
 from skd_ray.training.checkpoint import CHECKPOINT_FILE
 
 # Seconds between heartbeats (the mailbox gives up on a trial after HEARTBEAT_TIMEOUT_S).
@@ -37,10 +38,10 @@ def checkpoint_ref(checkpoint: Any) -> list[Any] | None:
 class PoolLink:
     """One attempt of a trial in a pool: submit on enter, release on exit."""
 
-    def __init__(self, mailbox: Any, trial_id: str, job: dict[str, Any], checkpoint: Any) -> None:
+    def __init__(self, mailbox: Any, trial_id: str, job: PoolJob, checkpoint: Any) -> None:
         self.mailbox = mailbox
         self.trial_id = trial_id
-        self.job = {**job, "state": checkpoint_ref(checkpoint)}
+        self.job = job.with_state(checkpoint_ref(checkpoint))
         self.key = ""
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="pool-heartbeat")
@@ -65,7 +66,7 @@ class PoolLink:
         while not self._stop.wait(HEARTBEAT_S):
             self.mailbox.heartbeat.remote(self.key)
 
-    def events(self) -> Iterator[dict[str, Any]]:
+    def events(self) -> Iterator[PoolEvent]:
         """The pool's events for this attempt, in order (waits as long as the job runs)."""
         import ray
 
@@ -74,15 +75,15 @@ class PoolLink:
             if event is not None:
                 yield event
 
-    def report_to_tune(self, event: dict[str, Any]) -> None:
+    def report_to_tune(self, event: Report) -> None:
         """Hand an epoch to Tune (metrics + checkpoint), then let the pool go on. Tune's
         `report` returns only when the driver wants the next result; a stopped trial never
         returns from it, and the release on exit stops the pool's job instead."""
         import ray
         from ray import tune
 
-        state = ray.get(event["state"][0])
+        state = ray.get(event.state[0])
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / CHECKPOINT_FILE).write_bytes(state)
-            tune.report(event["metrics"], checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report(event.metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         ray.get(self.mailbox.decide.remote(self.key, True))

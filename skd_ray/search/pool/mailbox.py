@@ -20,6 +20,8 @@ import time
 from collections import deque
 from typing import Any
 
+from skd_ray.search.pool.messages import Failed, PoolEvent, PoolJob, Report
+
 # A trial process that has not called in for this long is gone (killed, node lost): its job stops.
 HEARTBEAT_TIMEOUT_S = 30.0
 # The mailbox holds no CPU: it only passes small messages (checkpoints travel as object refs).
@@ -34,10 +36,10 @@ class PoolMailbox:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._keys = itertools.count(1)
         self._pending: deque[str] = deque()
-        self._jobs: dict[str, Any] = {}
-        self._taken: dict[str, tuple[int, Any]] = {}  # key -> (pool, job) until the pool is done
+        self._jobs: dict[str, PoolJob] = {}
+        self._taken: dict[str, tuple[int, PoolJob]] = {}  # key -> (pool, job) until the pool is done
         self._trial_of: dict[str, str] = {}
-        self._events: dict[str, deque[dict[str, Any]]] = {}
+        self._events: dict[str, deque[PoolEvent]] = {}
         self._decisions: dict[str, deque[str]] = {}
         self._released: set[str] = set()
         self._beats: dict[str, float] = {}
@@ -84,7 +86,7 @@ class PoolMailbox:
 
     # -- trial process ------------------------------------------------------------------
 
-    async def submit(self, trial_id: str, job: Any) -> str:
+    async def submit(self, trial_id: str, job: PoolJob) -> str:
         """Queue a job for the next free pool; returns the attempt's key. An earlier attempt
         of the same trial still running (its process died unnoticed) is stopped."""
         self._release_attempts_of(trial_id)
@@ -103,8 +105,8 @@ class PoolMailbox:
         await self._notify()
         return key
 
-    async def next_event(self, key: str, timeout: float) -> dict[str, Any] | None:
-        """The attempt's next event (report / done / error), or None after `timeout` s."""
+    async def next_event(self, key: str, timeout: float) -> PoolEvent | None:
+        """The attempt's next event (Report / Done / Failed), or None after `timeout` s."""
         self._beats[key] = time.monotonic()
         await self._wait(lambda: bool(self._events.get(key)), timeout)
         queue = self._events.get(key)
@@ -142,7 +144,7 @@ class PoolMailbox:
         self._taken[key] = (pool_id, job)
         return key, job
 
-    def job(self, key: str) -> Any:
+    def job(self, key: str) -> PoolJob:
         """A taken job, for the pool's other ranks: they fetch it through Ray (not from rank 0
         over the process group) so object refs in it stay valid. Kept until `done_with`,
         whatever happens to the trial meanwhile, so every rank gets the same job."""
@@ -152,11 +154,11 @@ class PoolMailbox:
         """The pool finished training `key` (every rank has its job)."""
         self._taken.pop(key, None)
 
-    async def post(self, key: str, event: dict[str, Any]) -> None:
+    async def post(self, key: str, event: PoolEvent) -> None:
         """An event for the trial attempt (dropped once the attempt is released)."""
         if key not in self._released and key in self._events:
             self._events[key].append(event)
-            if event["kind"] != "report":
+            if not isinstance(event, Report):
                 self._pool_of.pop(key, None)
         await self._notify()
 
@@ -198,7 +200,7 @@ class PoolMailbox:
     def _fail(self, key: str, message: str, retryable: bool) -> None:
         self._pool_of.pop(key, None)
         if key not in self._released and key in self._events:
-            self._events[key].append({"kind": "error", "message": message, "deterministic": not retryable})
+            self._events[key].append(Failed(message, deterministic=not retryable))
 
     def _release(self, key: str) -> None:
         self._released.add(key)

@@ -28,6 +28,7 @@ from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import TrialTracker
 from skd_ray.search.pool.mailbox import SHUTDOWN
+from skd_ray.search.pool.messages import Done, Failed, PoolEvent, PoolJob, Report
 from skd_ray.search.sessions import RaySession
 from skd_ray.training.checkpoint import load_state
 from skd_ray.training.engine import fit
@@ -78,8 +79,8 @@ class PoolSession(RaySession):
 
     executor = "ddp_pool"
 
-    def __init__(self, device: str, sink: Any, job: dict[str, Any], mailbox: Any, key: str) -> None:
-        super().__init__(device, sink, job.get("started_at"))
+    def __init__(self, device: str, sink: Any, job: PoolJob, mailbox: Any, key: str) -> None:
+        super().__init__(device, sink, job.started_at)
         self.job = job
         self.mailbox = mailbox
         self.key = key
@@ -90,7 +91,7 @@ class PoolSession(RaySession):
             self.sink.log_tags({Tags.WORKER_PIDS: ",".join(pids)})
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        refs = self.job.get("state")
+        refs = self.job.state
         return state_from_ref(refs[0]) if refs else None
 
     def report(self, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
@@ -101,8 +102,7 @@ class PoolSession(RaySession):
         decision = "proceed"
         if self.rank == 0:
             publish(self.sink, metrics, state, is_best)
-            event = {"kind": "report", "metrics": metrics, "state": [state_to_ref(state)]}
-            ray.get(self.mailbox.post.remote(self.key, event))
+            ray.get(self.mailbox.post.remote(self.key, Report(metrics, [state_to_ref(state)])))
             decision = None
             while decision is None:
                 decision = ray.get(self.mailbox.await_decision.remote(self.key, POLL_S))
@@ -135,30 +135,29 @@ def pool_worker_loop(loop_config: dict[str, Any]) -> None:
                     mailbox.done_with.remote(key)
 
 
-def run_job(key: str, job: dict[str, Any], mailbox: Any, rank: int) -> None:
+def run_job(key: str, job: PoolJob, mailbox: Any, rank: int) -> None:
     """Train one trial's job on this rank and tell the trial how it ended."""
     import ray
 
-    cfg = resolve_config(job["flat"])
-    sink = TrialTracker(job["tracking_uri"], job["run_id"]) if rank == 0 else None
-    event: dict[str, Any] | None = None
+    cfg = resolve_config(job.flat)
+    sink = TrialTracker(job.tracking_uri, job.run_id) if rank == 0 else None
+    event: PoolEvent | None = None
     session = None
     try:
         session = PoolSession(cfg.train.device, sink, job, mailbox, key)
         metrics = fit(cfg, session)
         # No report at all: the job resumed from its final checkpoint; the trial hands
         # Tune these stored final metrics once more.
-        event = {"kind": "done", "metrics": metrics, "reported": session.reports}
+        event = Done(metrics, session.reports)
     except TrialStopped:
         event = None
     except SkdError as err:
         # Deterministic (NaN loss, bad data), and every rank sees it: the pool carries on.
-        event = {"kind": "error", "message": f"{type(err).__name__}: {err}", "deterministic": True}
+        event = Failed(f"{type(err).__name__}: {err}", deterministic=True)
     except Exception as err:
         # Anything else may have left the other ranks inside a collective: tell the trial
         # (so it fails with the real reason) and let Ray Train restart the pool's workers.
-        ray.get(mailbox.post.remote(key, {"kind": "error", "message": f"{type(err).__name__}: {err}",
-                                          "deterministic": False}))
+        ray.get(mailbox.post.remote(key, Failed(f"{type(err).__name__}: {err}", deterministic=False)))
         raise
     finally:
         del session
