@@ -17,7 +17,7 @@ from skd_ray.search.cluster import plan_concurrency
 from skd_ray.search.driver import trial_resources
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
-from skd_ray.search.trial import TrialSettings
+from skd_ray.search.trial_job import TrialSettings
 from skd_ray.training.engine import autocast_for, fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession

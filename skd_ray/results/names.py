@@ -34,6 +34,7 @@ class Tags:
     SOURCE_TRIAL = "skd.source_trial"
     SOURCE_RUN_ID = "skd.source_run_id"
     CONFIG_RANK = "skd.config_rank"
+    RESTARTS = "skd.restarts"  # starts of a trial from a checkpoint (Tune retry or --resume)
 
 
 class Artifacts:

@@ -24,6 +24,7 @@ from skd_ray.search.callbacks import ChildRunStatus
 from skd_ray.search.closing import close_search
 from skd_ray.search.cluster import connect_ray, stop_on_sigterm
 from skd_ray.search.console import QUIET, VERBOSE, tune_verbosity
+from skd_ray.search.executors import CHECKPOINTS_KEPT
 from skd_ray.search.numbering import reset as reset_trial_numbers
 from skd_ray.search.optuna_study import SkdOptunaSearch, objective_metric
 from skd_ray.search.points import PointsSearcher
@@ -33,7 +34,8 @@ from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state import STATE_FILE, read_state, safe_name, write_state
 from skd_ray.search.state_backup import BackUpTuneState
 from skd_ray.search.state_files import back_up_tune_state
-from skd_ray.search.trial import CHECKPOINTS_KEPT, TrialSettings, run_trial
+from skd_ray.search.trial import run_trial
+from skd_ray.search.trial_job import TrialSettings
 from skd_ray.search.waiting import ResultsAreProgress, raise_if_gave_up, watch_search
 from skd_ray.training.metrics import EPOCH
 
