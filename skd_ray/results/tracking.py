@@ -78,14 +78,18 @@ def check_store_usable(uri: str, experiment: str | None = None, *, multi_process
     if scheme == "sqlite":
         check_sqlite_store(uri, rest, multi_process)
     try:
-        c = client(uri)
-        c.search_experiments(max_results=1)
-        if experiment is not None:
-            get_or_create_experiment(uri, experiment)
+        _retry(lambda: probe_store(uri, experiment), transient=("locked", "already exists"))
     except Exception as err:  # MlflowException, SQLAlchemy and driver errors alike
         first = " ".join(str(err).split())[:300]
         raise SkdError(f"MLflow store {uri} cannot be used ({type(err).__name__}: {first})",
                        "pass --mlflow-uri with a working store, e.g. sqlite:///$PWD/mlflow.db") from None
+
+
+def probe_store(uri: str, experiment: str | None) -> None:
+    """Read the store, and create `experiment` in it when given (see check_store_usable)."""
+    client(uri).search_experiments(max_results=1)
+    if experiment is not None:
+        get_or_create_experiment(uri, experiment)
 
 
 def check_sqlite_store(uri: str, rest: str, multi_process: bool) -> None:
@@ -248,13 +252,15 @@ class TrialTracker:
         _retry(lambda: client(self.uri).log_artifact(self.run_id, str(path)))
 
 
-def _retry(fn: Any, attempts: int = 5) -> Any:
-    """SQLite stores can report 'database is locked' under concurrent trials: retry briefly."""
+def _retry(fn: Any, attempts: int = 5, transient: tuple[str, ...] = ("locked",)) -> Any:
+    """SQLite stores can report 'database is locked' under concurrent trials, and a new store
+    whose tables another process is creating at the same moment (a second search, `mlflow ui`)
+    reports 'table ... already exists': retry briefly."""
     for i in range(attempts):
         try:
             return fn()
         except Exception as err:  # mlflow raises MlflowException wrapping OperationalError
-            if "locked" not in str(err) or i == attempts - 1:
+            if not any(word in str(err) for word in transient) or i == attempts - 1:
                 raise
             time.sleep(0.2 * (i + 1))
     return None
