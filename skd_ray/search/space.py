@@ -1,6 +1,6 @@
 """Search-space files: YAML -> validated parameters -> an Optuna define-by-run space.
 
-Format (see search_spaces/*.yaml and docs/search_spaces.md):
+Format (see search_spaces/*.yaml and the README section "Search spaces"):
 
     description: "..."
     metric: val_acc            # optional; mode: max
