@@ -74,6 +74,10 @@ CLASHES: list[Clash] = [
     ("--resume", ("--results", "--config", "--method", "--dataset", "--backbone", "--set", "--multi-objective",
                   "--num-samples", "--max-epochs"),
      "--resume continues a search with the settings it was started with"),
+    ("--compare", ("--debug", "--resume", "--results", "--method", "--multi-objective", "--final-top",
+                   "--export-best", "--search"),
+     "--compare runs one search per method and their final evaluations (--resume --experiment NAME "
+     "continues one, --results --experiment NAME shows one)"),
     ("--results", ("--multi-objective", "--no-early-stopping"), "--results only reads a finished search"),
     ("--multi-objective", ("--no-early-stopping", "--sampler"),
      "--multi-objective always uses NSGA-II without early stopping"),

@@ -23,10 +23,11 @@ from skd_ray.cli.common import (
     show_results,
     write_search_report,
 )
+from skd_ray.cli.compare import comparison_run_id, resumable_comparison, resume_compare, run_compare, show_comparison
 from skd_ray.cli.failure import FailureLog, as_user_error
 from skd_ray.cli.flags import check_flags
 from skd_ray.cli.preflight import check_space_data
-from skd_ray.cli.search import resume_search, run_debug, run_ray_search
+from skd_ray.cli.search import resume_search, run_debug, run_ray_search, verbosity_of
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
 from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="search-space file (default: search_spaces/<method>.yaml)")
     p.add_argument("--method", help="self-KD method (default: the space's; byot without --config)")
+    p.add_argument("--compare", metavar="METHODS",
+                   help="compare methods, e.g. vanilla,byot,tfd: one search each on a shared recipe "
+                        "(--config, default search_spaces/compare.yaml), the best configuration of each "
+                        "retrained with --seeds seeds and tested; vanilla is always the reference")
     p.add_argument("--dataset", help="digits | fashion-mnist | cifar10 | cifar100 | imagefolder")
     p.add_argument("--data-dir", help="where the dataset's files are")
     p.add_argument("--backbone", help="resnet_small | resnet18")
@@ -156,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report and not args.results:
         raise SkdError("--report DIR writes the report of a finished search", "add --results")
     if args.results:
+        compared = comparison_run_id(uri, searched, args.search)
+        if compared is not None:
+            return show_comparison(uri, compared, args.report)
         parent_run_id = search_run_id(uri, searched, args.search)
         code = show_results(uri, searched, parent_run_id)
         if args.report:
@@ -163,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
         return code
     if wants_finished_search(args):
         return run_finished_search(args, uri, searched)
+    if args.compare:
+        return run_compare(args, uri, parse_overrides(args), verbosity_of(args))
     if args.resume:
+        compared_folder = resumable_comparison(args, searched)
+        if compared_folder is not None:
+            return resume_compare(compared_folder, args, verbosity_of(args))
         return resume_search(args, searched)
     path = resolve_space_path(args)
     overrides = parse_overrides(args)

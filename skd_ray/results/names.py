@@ -10,7 +10,7 @@ from __future__ import annotations
 class Tags:
     """The `skd.*` run tags."""
 
-    KIND = "skd.kind"  # search | trial (child runs of a search or of a final evaluation)
+    KIND = "skd.kind"  # search | trial (child runs of a search or of a final evaluation) | final | compare
     MODE = "skd.mode"  # debug for the in-process debugging mode
     GIT_COMMIT = "skd.git_commit"
     SPACE = "skd.space"
@@ -35,6 +35,11 @@ class Tags:
     SOURCE_RUN_ID = "skd.source_run_id"
     CONFIG_RANK = "skd.config_rank"
     RESTARTS = "skd.restarts"  # starts of a trial from a checkpoint (Tune retry or --resume)
+    COMPARE_RUN_ID = "skd.compare_run_id"  # on a comparison's searches and final evaluations
+    COMPARE_METHOD = "skd.compare_method"  # which method of the comparison that run is for
+    COMPARE_SEARCH = "skd.compare.search."  # + method: on a comparison's run, that method's search run id
+    COMPARE_FINAL = "skd.compare.final."  # + method: on a comparison's run, its final evaluation's run id
+    PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's nesting: the UI shows the run under its parent
 
 
 class Artifacts:
@@ -43,3 +48,7 @@ class Artifacts:
     BEST_CHECKPOINT = "best_checkpoint.pt"  # a trial's best epoch: deployable weights + method state
     CONFIG = "config.json"  # a trial's resolved flat config
     PLOTS_DIR = "plots"  # a search's plots, on its parent run
+    COMPARE_JSON = "comparison.json"  # a comparison's numbers, on its run (what reports read back)
+    COMPARE_MD = "comparison.md"
+    COMPARE_CSV = "comparison.csv"
+    COMPARE_PLOT = "comparison.png"  # test accuracy (95% CI) against training time per epoch

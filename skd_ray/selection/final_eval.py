@@ -66,6 +66,7 @@ class FinalRequest:
     gpus_per_worker: float = 0.0
     max_concurrent: int | None = None
     address: str | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)  # on the final parent run (a comparison's link)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOut
         gpus_per_worker=req.gpus_per_worker, max_concurrent=req.max_concurrent, address=req.address,
         points=points,
         extra_tags={Tags.KIND: "final", Tags.SEARCH_RUN_ID: search.info.run_id,
-                    Tags.SEARCH_NAME: search.info.run_name or ""},
+                    Tags.SEARCH_NAME: search.info.run_name or "", **req.extra_tags},
     ))
     log_params(req.tracking_uri, outcome.parent_run_id,
                {"final.top_k": req.top_k, "final.seeds": req.seeds, "final.search_run_id": search.info.run_id})
