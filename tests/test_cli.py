@@ -84,10 +84,12 @@ def test_bad_input_gives_one_error_line(cli, tmp_path: Path, args: list[str], ex
 
 @pytest.mark.slow
 def test_trial_larger_than_the_cluster_is_refused(cli, tmp_path: Path) -> None:
-    res = cli("--workers-per-trial", "64", "--num-samples", "1", "--storage", str(tmp_path / "r"), timeout=180)
+    # 16 workers: more CPUs than this machine has, yet each worker still gets a full batch.
+    res = cli("--workers-per-trial", "16", "--set", "train.batch_size=16", "--num-samples", "1",
+              "--storage", str(tmp_path / "r"), timeout=180)
     assert res.returncode == 2, res.stdout[-3000:]
     (line,) = error_lines(res.stdout)
-    assert "64 worker(s) x (1 CPU, 0 GPU) = 64 CPU, 0 GPU" in line
+    assert "16 worker(s) x (1 CPU, 0 GPU) = 16 CPU, 0 GPU" in line
     assert re.search(r"the cluster has \d+ CPU, 0 GPU", line) and "--workers-per-trial" in line
 
 
