@@ -15,6 +15,24 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers, also for tests/methods
 
 
+def use_test_token() -> None:
+    """Ray's defaults, token authentication included, without touching ~/.ray/auth_token: a
+    local `ray.init()` finding no token writes one there, so the tests bring their own token
+    in a file of their own (RAY_AUTH_TOKEN_PATH), which every Ray instance they start uses."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    import secrets
+    import tempfile
+
+    token = Path(tempfile.mkdtemp(prefix="skd_ray_token_")) / "auth_token"
+    token.write_text(secrets.token_hex(16))
+    token.chmod(0o600)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+
+
+use_test_token()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tiny models run fastest on one thread; several threads thrash on a shared 2-core CPU.
@@ -32,7 +50,7 @@ class CliRun:
         self.workdir = workdir
         self.ray_tmp = Path(f"/tmp/skdt{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
         self.env = {**os.environ, "RAY_TMPDIR": str(self.ray_tmp), "PYTHONUNBUFFERED": "1",
-                    "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_USAGE_STATS_ENABLED": "0",
                     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.background: list[subprocess.Popen] = []

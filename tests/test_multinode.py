@@ -43,12 +43,15 @@ class LocalCluster:
     def _start(self, role: str, args: list[str]) -> None:
         log = self.temp_dir.parent / f"{self.temp_dir.name}_{role}.log"
         self.logs.append(log)
+        # A joining node sends the cluster's token only with RAY_AUTH_MODE=token (Ray 2.60's
+        # `ray start --address` does not turn it on by itself, unlike `ray start --head`).
+        env = self.env if role == "head" else {**self.env, "RAY_AUTH_MODE": "token"}
         with open(log, "w") as out:
             self.procs.append(subprocess.Popen(
                 [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                  "--disable-usage-stats", "--dashboard-agent-listen-port", str(free_port()),
                  "--ray-client-server-port", str(free_port()), *args],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
 
     def start(self, nodes: int, timeout: float = 180) -> list[str]:
         """Start the head and `nodes - 1` workers; returns the alive node ids."""
@@ -58,7 +61,7 @@ class LocalCluster:
                              "--dashboard-port", str(self.dashboard_port)])
         self.wait_for_port(self.port, timeout)
         for i in range(1, nodes):
-            self._start(f"worker{i}", ["--address", self.address])
+            self._start(f"worker{i}", ["--address", self.address])  # with RAY_AUTH_MODE=token: see _start
         return self.wait_for_nodes(nodes, timeout)
 
     def wait_for_port(self, port: int, timeout: float) -> None:
@@ -73,10 +76,15 @@ class LocalCluster:
         pytest.fail(f"Ray head did not listen on {port} in {timeout}s\n{self.tail()}")
 
     def alive_nodes(self) -> list[str]:
-        from ray.util.state import list_nodes
-
-        nodes = list_nodes(address=f"http://127.0.0.1:{self.dashboard_port}", timeout=10, raise_on_missing_output=False)
-        return sorted(n.node_id for n in nodes if n.state == "ALIVE")
+        """Asked in a process of its own, as a user would: the cluster has token authentication
+        on (a token exists), and the dashboard wants it, which Ray sends with RAY_AUTH_MODE=token
+        (read once per process, so not settable here)."""
+        code = ("from ray.util.state import list_nodes; print(' '.join(n.node_id for n in list_nodes("
+                f"address='http://127.0.0.1:{self.dashboard_port}', timeout=10, raise_on_missing_output=False) "
+                "if n.state == 'ALIVE'))")
+        out = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_AUTH_MODE": "token"},
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return sorted(out.split())
 
     def wait_for_nodes(self, count: int, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
