@@ -1,0 +1,126 @@
+"""A method comparison end to end with real Ray, Optuna and MLflow: vanilla against TFD (2
+trials of 1 epoch each, 2 seeds, digits, a width-8 model), interrupted with Ctrl-C while the
+second method's search runs, then resumed: the finished search is kept, the interrupted one
+continues in its own runs, and the comparison ends with its table, artifacts and report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "cmp"
+
+
+def client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def runs(uri: str, filter_string: str) -> list[Any]:
+    c = client(uri)
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    return [] if exp is None else c.search_runs([exp.experiment_id], filter_string, max_results=1000)
+
+
+def wait_for(predicate: Any, proc: Any, log: Path, timeout: float, what: str) -> Any:
+    """Poll `predicate()` until it returns something truthy; fail if the driver exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception:  # the store and the state file are written by the driver concurrently
+            value = None
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the comparison exited ({proc.returncode}) before {what}:\n{log.read_text()[-5000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"no {what} after {timeout}s:\n{log.read_text()[-5000:]}")
+
+
+def state_file(storage: Path) -> Path:
+    found = list(storage.glob(f"{EXPERIMENT}_*/skd_compare.json"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def tfd_trial_running(uri: str) -> bool:
+    searches = runs(uri, "tags.`skd.kind` = 'search' and tags.`skd.compare_method` = 'tfd'")
+    return bool(searches) and bool(runs(uri, f"tags.`mlflow.parentRunId` = '{searches[0].info.run_id}'"))
+
+
+def test_compare_interrupted_then_resumed(cli, tmp_path: Path) -> None:
+    storage = tmp_path / "results"
+    uri = cli.mlflow_uri
+    log = tmp_path / "compare.log"
+    proc = cli.start("--compare", "tfd", "--num-samples", "2", "--max-epochs", "1", "--seeds", "2",
+                     "--dataset", "digits", "--set", "model.width=8", "--storage", str(storage),
+                     "--experiment", EXPERIMENT, "--seed", "0", log=log)
+    wait_for(lambda: json.loads(state_file(storage).read_text())["steps"][0]["search_done"], proc, log, 240,
+             "vanilla's finished search")
+    wait_for(lambda: tfd_trial_running(uri), proc, log, 120, "a trial of tfd's search")
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except Exception:
+        pytest.fail(f"the comparison did not stop on SIGINT:\n{log.read_text()[-5000:]}")
+    output = log.read_text()
+    assert proc.returncode == 130, output[-5000:]
+    assert f"continue with --resume --experiment {EXPERIMENT}" in output
+    state = json.loads(state_file(storage).read_text())
+    assert [s["method"] for s in state["steps"]] == ["vanilla", "tfd"]
+    assert state["steps"][0]["search_done"] and not state["steps"][1]["final_done"]
+    (compare_run,) = runs(uri, "tags.`skd.kind` = 'compare'")
+    assert compare_run.data.tags["skd.status"] == "interrupted"
+    vanilla_search = state["steps"][0]["search_run_id"]
+
+    res = cli("--resume", "--storage", str(storage), "--experiment", EXPERIMENT, timeout=400)
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert "resuming comparison" in res.stdout and "searches done: vanilla" in res.stdout
+    assert "p (paired t)" in res.stdout and "\ntfd " in res.stdout
+
+    state = json.loads(state_file(storage).read_text())
+    assert state["finished"] and all(s["search_done"] and s["final_done"] for s in state["steps"])
+    assert state["steps"][0]["search_run_id"] == vanilla_search  # kept, not searched again
+    searches = runs(uri, "tags.`skd.kind` = 'search'")
+    assert sorted(r.data.tags["skd.compare_method"] for r in searches) == ["tfd", "vanilla"]
+    for search in searches:  # every search ran its 2 trials once, in its own runs
+        trials = runs(uri, f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")
+        assert len(trials) == 2 and {t.data.tags["skd.status"] for t in trials} <= {"completed", "early_stopped"}
+        assert search.data.tags["mlflow.parentRunId"] == compare_run.info.run_id
+    finals = runs(uri, "tags.`skd.kind` = 'final'")
+    assert sorted(r.data.tags["skd.compare_method"] for r in finals) == ["tfd", "vanilla"]
+    for final in finals:
+        retrained = runs(uri, f"tags.`mlflow.parentRunId` = '{final.info.run_id}'")
+        assert sorted(int(r.data.params["train.seed"]) for r in retrained) == [0, 1]
+        assert all(0 <= r.data.metrics["test_acc"] <= 1 for r in retrained)
+
+    done = client(uri).get_run(compare_run.info.run_id)
+    assert done.data.tags["skd.status"] == "completed"
+    assert done.data.tags["skd.compare.search.vanilla"] == vanilla_search
+    assert vanilla_search in done.data.tags["mlflow.note.content"]
+    artifacts = {a.path for a in client(uri).list_artifacts(compare_run.info.run_id)}
+    assert {"comparison.md", "comparison.csv", "comparison.json", "comparison.png"} <= artifacts
+    for method in ("vanilla", "tfd"):
+        assert 0 <= done.data.metrics[f"test_acc_mean.{method}"] <= 1
+    assert "p_value.tfd" in done.data.metrics or "diff_vs_vanilla.tfd" in done.data.metrics
+
+    report = tmp_path / "report"
+    res = cli("--results", "--report", str(report), "--experiment", EXPERIMENT, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "| vanilla |" in (report / "report.md").read_text()
+    with open(report / "comparison.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == ["vanilla", "tfd"]
+    assert all(r["seeds_finished"] == "2" for r in table)
+    assert (report / "comparison.png").stat().st_size > 0
