@@ -147,14 +147,6 @@ def read_launcher_config(path: Path) -> AutoscalerView:
     return AutoscalerView(types, int(cap) if cap is not None else None)
 
 
-def worker_bundle(req: SearchRequest) -> dict[str, float]:
-    """What one training worker of a trial reserves (a one-worker trial: its trial process)."""
-    bundle = {"CPU": req.cpus_per_worker}
-    if req.gpus_per_worker > 0:
-        bundle["GPU"] = req.gpus_per_worker
-    return bundle
-
-
 def fits(bundle: dict[str, float], resources: dict[str, float]) -> int:
     """How many `bundle`s one node with `resources` holds."""
     counts = [math.floor(resources.get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0]
@@ -164,7 +156,7 @@ def fits(bundle: dict[str, float], resources: dict[str, float]) -> int:
 def plan_on_node_types(view: AutoscalerView, req: SearchRequest) -> int:
     """Trials at once on what the cluster can grow to, capped by --max-concurrent; a trial
     whose workers no node type can hold is refused, naming the node types."""
-    bundle = worker_bundle(req)
+    bundle = req.worker_bundle()
     per_type = sorted(((fits(bundle, t.resources), t) for t in view.node_types), key=lambda p: -p[0])
     slots, workers_left = 0, view.max_workers
     for per_node, node_type in per_type:

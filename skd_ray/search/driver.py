@@ -110,7 +110,7 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: 
     pools = None
     if req.workers > 1 and req.ddp_pool:
         # The pools' own Ray Train runs (no checkpoints: those go to Tune) sit inside the search's directory.
-        pools = DDPPools(name, concurrency, req.workers, req.cpus_per_worker, req.gpus_per_worker, str(exp_dir))
+        pools = DDPPools(name, concurrency, req.resources(), str(exp_dir))
     try:
         results = run_tuner(req, exp_dir, name, experiment_id, parent_run_id, concurrency, max_epochs, pools)
     finally:
@@ -146,8 +146,8 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
               concurrency: int, max_epochs: int, pools: Any) -> Any:
     """Build (or restore) the Tuner and run it to the end; returns Tune's ResultGrid."""
     settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
-                             req.workers, req.cpus_per_worker, req.gpus_per_worker, req.max_failures,
-                             req.always_ray_train, pools.name if pools is not None else None)
+                             req.always_ray_train, pools.name if pools is not None else None,
+                             **vars(req.resources()))
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
     reset_trial_numbers()
     callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), ResultsAreProgress(name),

@@ -119,15 +119,12 @@ class TrainRunPerTrial:
             # Training ended but the search was interrupted before Tune recorded it.
             return Trained(finished, reported=False)
         use_gpu = settings.gpus_per_worker > 0
-        resources = {"CPU": settings.cpus_per_worker}
-        if use_gpu:
-            resources["GPU"] = settings.gpus_per_worker
         trainer = TorchTrainer(
             train_worker,
             train_loop_config={"flat": job.flat, "run_id": job.run_id, "tracking_uri": settings.tracking_uri,
                                "started_at": job.started_at},
             scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
-                                                   resources_per_worker=resources),
+                                                   resources_per_worker=settings.worker_bundle()),
             run_config=ray.train.RunConfig(
                 name=train_run,
                 storage_path=settings.storage_path,

@@ -3,15 +3,40 @@ Ray starts, and `--resume` rebuilds a request from the search's saved state)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from skd_ray.search.space import SearchSpace
 
 
+@dataclass(kw_only=True)
+class Resources:
+    """What one trial runs on, and how many trials and restarts the search allows: the one
+    definition of these fields, shared by a search's request, every trial's settings, the
+    DDP pools and the final evaluation (each of those dataclasses inherits it)."""
+
+    workers: int = 1  # DDP workers per trial
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # a fraction packs several trials on one GPU
+    max_concurrent: int | None = None  # cap on trials at once (None: what fits)
+    max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
+
+    def worker_bundle(self) -> dict[str, float]:
+        """One worker's Ray resources, as Ray Train and placement groups name them."""
+        bundle = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker > 0:
+            bundle["GPU"] = self.gpus_per_worker
+        return bundle
+
+    def resources(self) -> Resources:
+        """Just these fields (a request or settings object is also a Resources)."""
+        return Resources(**{f.name: getattr(self, f.name) for f in fields(Resources)})
+
+
 @dataclass
-class SearchRequest:
-    """Everything a search needs, as given on the command line."""
+class SearchRequest(Resources):
+    """Everything a search needs, as given on the command line (the resource fields come from
+    `Resources`)."""
 
     space: SearchSpace
     storage: str
@@ -19,15 +44,10 @@ class SearchRequest:
     experiment: str
     search_name: str
     num_samples: int = 8
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_concurrent: int | None = None
     address: str | None = None
     seed: int = 0
     grace_period: int = 2
     reduction_factor: int = 3
-    max_failures: int = 2
     always_ray_train: bool = False
     # Multi-worker trials train in persistent DDP pools (one Ray Train run per concurrent
     # trial for the whole search); off: a new Ray Train run per trial.

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.config import TrainConfig
+from skd_ray.search.request import Resources
 from skd_ray.search.space import SearchSpace
 
 
-@dataclass(frozen=True)
-class TrialSettings:
+@dataclass
+class TrialSettings(Resources):
     """What every trial of a search shares (picklable; shipped to the trial actors)."""
 
     space: SearchSpace
@@ -19,10 +20,6 @@ class TrialSettings:
     experiment_id: str
     parent_run_id: str
     storage_path: str
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 2
     always_ray_train: bool = False  # run one-worker trials through Ray Train too
     pool: str | None = None  # PoolMailbox actor name: multi-worker trials train in persistent DDP pools
 

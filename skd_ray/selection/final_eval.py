@@ -21,6 +21,7 @@ from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import child_runs, client, log_params, param_text
+from skd_ray.search.request import Resources, SearchRequest
 from skd_ray.search.space import SearchSpace
 from skd_ray.selection.final_summary import (
     ConfigSummary,
@@ -52,8 +53,8 @@ class FinalSpace(SearchSpace):
 
 
 @dataclass
-class FinalRequest:
-    """What to evaluate (a search of an experiment) and with which resources."""
+class FinalRequest(Resources):
+    """What to evaluate (a search of an experiment); the resources come from `Resources`."""
 
     tracking_uri: str
     experiment: str
@@ -61,10 +62,6 @@ class FinalRequest:
     top_k: int
     seeds: list[int]
     search: str | None = None  # run name or id of the search; None: the latest
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_concurrent: int | None = None
     address: str | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)  # on the final parent run (a comparison's link)
 
@@ -103,16 +100,13 @@ def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOut
     """Retrain the top configurations of the search with every seed; summarise on test.
     `plan` is `plan_final(req)` when the caller already made it."""
     from skd_ray.search.driver import run_search  # local: loads Ray, which the CLI must not at import
-    from skd_ray.search.request import SearchRequest  # local: with run_search above
 
     search, chosen, space = plan or plan_final(req)
     points = [{RANK_KEY: rank, SEED_KEY: seed} for rank in range(1, len(chosen) + 1) for seed in req.seeds]
     name = f"final-{search.info.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
     outcome = run_search(SearchRequest(
         space=space, storage=req.storage, tracking_uri=req.tracking_uri, experiment=req.experiment,
-        search_name=name, num_samples=len(points), workers=req.workers, cpus_per_worker=req.cpus_per_worker,
-        gpus_per_worker=req.gpus_per_worker, max_concurrent=req.max_concurrent, address=req.address,
-        points=points,
+        search_name=name, num_samples=len(points), address=req.address, points=points, **vars(req.resources()),
         extra_tags={Tags.KIND: "final", Tags.SEARCH_RUN_ID: search.info.run_id,
                     Tags.SEARCH_NAME: search.info.run_name or "", **req.extra_tags},
     ))

@@ -7,6 +7,7 @@ from typing import Any
 
 from skd_ray.search.pool.mailbox import MAILBOX_OPTIONS, PoolMailbox
 from skd_ray.search.pool.worker import pool_worker_loop
+from skd_ray.search.request import Resources
 
 # Seconds the driver waits for the pools to stop at the end of a search before killing them.
 SHUTDOWN_GRACE_S = 60.0
@@ -20,18 +21,18 @@ def mailbox_name(search_name: str) -> str:
 
 
 class DDPPools:
-    """Driver side: the mailbox and `count` pool runs, each `workers` Ray Train workers."""
+    """Driver side: the mailbox and `count` pool runs, each `resources.workers` Ray Train workers."""
 
-    def __init__(self, search_name: str, count: int, workers: int, cpus_per_worker: float, gpus_per_worker: float,
-                 storage_path: str, max_restarts: int = -1) -> None:
+    def __init__(self, search_name: str, count: int, resources: Resources, storage_path: str,
+                 max_restarts: int = -1) -> None:
         import ray
 
         self.name = mailbox_name(search_name)
         self.mailbox = ray.remote(PoolMailbox).options(name=self.name, **MAILBOX_OPTIONS).remote()
         ray.get(self.mailbox.expect_pools.remote(count))
         run_pool = ray.remote(num_cpus=0)(run_pool_trainer)
-        self.runs = [run_pool.remote(i, self.mailbox, workers, cpus_per_worker, gpus_per_worker, storage_path,
-                                     f"ddp_pool{i}", max_restarts) for i in range(count)]
+        self.runs = [run_pool.remote(i, self.mailbox, resources, storage_path, f"ddp_pool{i}", max_restarts)
+                     for i in range(count)]
 
     def callback(self) -> Any:
         """A Tune callback ending a trial's job the moment Tune ends the trial."""
@@ -53,20 +54,17 @@ class DDPPools:
             ray.kill(self.mailbox)
 
 
-def run_pool_trainer(pool_id: int, mailbox: Any, workers: int, cpus_per_worker: float, gpus_per_worker: float,
-                     storage_path: str, name: str, max_restarts: int) -> None:
+def run_pool_trainer(pool_id: int, mailbox: Any, resources: Resources, storage_path: str, name: str,
+                     max_restarts: int) -> None:
     """One pool: a Ray Train run of `pool_worker_loop` (runs as a zero-CPU Ray task)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    resources = {"CPU": cpus_per_worker}
-    if gpus_per_worker > 0:
-        resources["GPU"] = gpus_per_worker
     trainer = TorchTrainer(
         pool_worker_loop,
         train_loop_config={"mailbox": mailbox, "pool_id": pool_id},
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
-                                               resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0,
+                                               resources_per_worker=resources.worker_bundle()),
         run_config=ray.train.RunConfig(name=name, storage_path=storage_path,
                                        failure_config=ray.train.FailureConfig(max_failures=max_restarts)),
     )
