@@ -17,7 +17,7 @@ OTHER_PROGRAMS = {"--head", "--port", "--address", "--num-cpus", "--num-gpus", "
                   "--set", "--dashboard-host", "--dashboard-port", "--include-dashboard", "--serve-artifacts",
                   "--synthetic", "--backbone", "--batch-size", "--warmup", "--epochs", "--trials", "--space",
                   "--val-fraction", "--repeats", "--seed", "--grace-period", "--reduction-factor", "--entrypoint",
-                  "--submission-id", "--disable-usage-stats"}
+                  "--submission-id", "--disable-usage-stats", "--node-ip-address"}
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_cluster import HEAD_NODE_ID as HEAD_NODE
-from fake_cluster import RAY, FakeCluster
-from test_search_e2e import child_runs, write_space
+
+from tests.helpers.fake_cluster import HEAD_NODE_ID as HEAD_NODE
+from tests.helpers.fake_cluster import RAY, FakeCluster
+from tests.helpers.searches import child_runs, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +131,7 @@ def ray_job(cluster: FakeCluster, *args: str, timeout: float = 120) -> str:
 def test_a_search_submitted_as_a_ray_job_stops_cleanly_and_resumes(cluster: FakeCluster, tmp_path: Path) -> None:
     """`ray job submit`, `ray job logs` shows the search, `ray job stop` interrupts it (search and
     trials `interrupted`), `--resume` finishes it as a new job."""
-    from test_fault_tolerance import children, steps
+    from tests.helpers.runs import children, steps
 
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": 8, "train.batch_size": 16})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -176,7 +177,8 @@ def test_a_node_lost_mid_trial_continues_elsewhere_from_its_checkpoint(cli, clus
     max_workers), so after this test the cluster can launch one node fewer."""
     import optuna
     from mlflow import MlflowClient
-    from test_fault_tolerance import check_resumed_history, children, steps, wait_for
+
+    from tests.helpers.runs import check_resumed_history, children, steps, wait_for
 
     use(cli, cluster)
     epochs = 6

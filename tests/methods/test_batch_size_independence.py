@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import torch
-from handcalc import batch, close, run_two_ranks, tiny_backbone
 
 from skd_ray.methods.byot import Byot, ByotParams
 from skd_ray.methods.teskd import Teskd, TeskdParams
+from tests.helpers.handcalc import batch, close, run_two_ranks, tiny_backbone
 
 B = 8
 

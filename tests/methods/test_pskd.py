@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from handcalc import batch, close, cross_entropy, run_two_ranks, soft_cross_entropy, softmax, tiny_backbone
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import MethodContext
 from skd_ray.methods.pskd import Pskd, PskdParams
+from tests.helpers.handcalc import (
+    batch,
+    close,
+    cross_entropy,
+    run_two_ranks,
+    soft_cross_entropy,
+    softmax,
+    tiny_backbone,
+)
 
 N = 6
 

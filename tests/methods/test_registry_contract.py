@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-from handcalc import batch
-from interrupting_session import Interrupted, StopAfter
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import FINAL, METHODS, MethodContext, build_method
@@ -21,6 +19,8 @@ from skd_ray.training.checkpoint import CHECKPOINT_FILE
 from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
+from tests.helpers.handcalc import batch
+from tests.helpers.interrupting_session import Interrupted, StopAfter
 
 NUM_CLASSES = 5
 N = 16

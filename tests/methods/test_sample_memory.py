@@ -8,10 +8,10 @@ import tempfile
 
 import pytest
 import torch
-from handcalc import run_two_ranks
 
 from skd_ray.methods import sample_memory
 from skd_ray.methods.sample_memory import SampleMemory
+from tests.helpers.handcalc import run_two_ranks
 
 
 def test_rows_are_host_half_precision_and_not_buffers():

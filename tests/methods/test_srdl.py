@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-from handcalc import batch, close, cross_entropy, kl_t, run_two_ranks, tiny_backbone
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import MethodContext
 from skd_ray.methods.srdl import Srdl, SrdlParams
 from skd_ray.training.engine import lr_factor
 from skd_ray.training.resolve import resolve_config
+from tests.helpers.handcalc import batch, close, cross_entropy, kl_t, run_two_ranks, tiny_backbone
 
 N = 6  # training-set size of the tiny runs
 TOTAL = 4  # epoch budget; snapshot_at 0.5 -> stage 2 starts at epoch 2

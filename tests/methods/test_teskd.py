@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-from handcalc import batch, close, cross_entropy, grad_is_zero, kl_t, tiny_backbone
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import FINAL
 from skd_ray.methods.teskd import Teskd, TeskdParams, feature_loss, partial_l2
+from tests.helpers.handcalc import batch, close, cross_entropy, grad_is_zero, kl_t, tiny_backbone
 
 
 def make(**kw) -> Teskd:

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-from handcalc import batch, close, cross_entropy, grad_is_zero, mse, tiny_backbone
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods.tfd import Tfd, TfdParams, inter_layer, intra_layer
+from tests.helpers.handcalc import batch, close, cross_entropy, grad_is_zero, mse, tiny_backbone
 
 
 def make(**kw) -> Tfd:

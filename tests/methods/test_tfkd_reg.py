@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-from handcalc import batch, close, cross_entropy, kl, softmax, tiny_backbone
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods.tfkd_reg import TfkdReg, TfkdRegParams, virtual_teacher
+from tests.helpers.handcalc import batch, close, cross_entropy, kl, softmax, tiny_backbone
 
 
 def make(**kw) -> TfkdReg:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_search import write_fake_search
 
 from skd_ray.cli import main
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
 from skd_ray.search.state import STATE_FILE, write_state
+from tests.helpers.fake_search import write_fake_search
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STAMP = "20250101-000000"
 INTACT = "fake"  # the finished search every row must leave unchanged
 DAMAGED = "px_b"  # the search each saved-state row damages (a copy of it)

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CliRun
+
+from tests.helpers.cli_run import CliRun
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import pytest
-from fake_search import TRIALS, FakeTrial, epoch_metrics
 
 from skd_ray.results import importance, plots
 from skd_ray.results.importance import ImportanceUnavailable, param_importances
@@ -16,6 +15,7 @@ from skd_ray.results.leaderboard import TrialRow
 from skd_ray.results.plots import PLOTS, draw_search_plots
 from skd_ray.results.search_data import SearchData, TradeoffOfTrial
 from skd_ray.training.early_exit import tradeoff_from_metrics
+from tests.helpers.fake_search import TRIALS, FakeTrial, epoch_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

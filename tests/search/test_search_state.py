@@ -12,7 +12,7 @@ from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
 from skd_ray.search.state import STATE_FILE, saved_request, write_state
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_saved_search_comes_back_with_every_setting(tmp_path: Path) -> None:

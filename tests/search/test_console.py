@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_search import BEST, TRIALS, write_fake_search
 
 from skd_ray.cli.common import browse_command, runs_table_url
 from skd_ray.cli.main import build_parser
@@ -21,8 +20,9 @@ from skd_ray.search.console import NORMAL, QUIET, VERBOSE, ray_logs_to_file, tun
 from skd_ray.search.optuna_study import objective_metric
 from skd_ray.search.progress import SearchProgress
 from skd_ray.search.space import load_space
+from tests.helpers.fake_search import BEST, TRIALS, write_fake_search
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Out(io.StringIO):

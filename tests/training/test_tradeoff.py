@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_byot import tiny_byot_eval
 
 from skd_ray.methods import FINAL
 from skd_ray.methods.base import ExitCost
 from skd_ray.training.early_exit import exit_compute, tradeoff_from_metrics
 from skd_ray.training.engine import evaluate
 from skd_ray.training.resolve import resolve_config
+from tests.helpers.tiny_byot import tiny_byot_eval
 
 COSTS = {"exit1": ExitCost(0.2, 0.25), "exit2": ExitCost(0.45, 0.5), FINAL: ExitCost(1.0, 1.25)}
 

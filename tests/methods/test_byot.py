@@ -337,11 +337,10 @@ def test_evaluation_uses_the_methods_exit_policy() -> None:
     """engine.evaluate's ensemble and dynamic policy come from the method's ExitPolicy."""
     from dataclasses import replace
 
-    from tiny_byot import tiny_byot_eval
-
     from skd_ray.config import TrainConfig
     from skd_ray.training.early_exit import exit_metric_sums
     from skd_ray.training.engine import evaluate
+    from tests.helpers.tiny_byot import tiny_byot_eval
 
     cfg = TrainConfig()
     cfg = replace(cfg, eval=replace(cfg.eval, thresholds=[0.4]))

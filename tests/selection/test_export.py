@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from plain_torch import run_plain_torch
 
 from skd_ray.data import build_loader
 from skd_ray.errors import SkdError
@@ -18,6 +17,7 @@ from skd_ray.selection.export import ExportRequest, export_best, load_best_metho
 from skd_ray.training.engine import evaluate_split, fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
+from tests.helpers.plain_torch import run_plain_torch
 
 EXPERIMENT = "export-test"
 FLAT = {"method": "byot", "data.name": "digits", "data.val_fraction": 0.2, "train.device": "cpu",

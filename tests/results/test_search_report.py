@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from fake_search import BEST, TRIALS, write_fake_search
 from mlflow import MlflowClient
 
 from skd_ray.cli import main
 from skd_ray.results import importance
 from skd_ray.results.artifacts import log_search_plots, write_report
 from skd_ray.results.plots import PLOTS
+from tests.helpers.fake_search import BEST, TRIALS, write_fake_search
 
 
 @pytest.fixture(autouse=True)

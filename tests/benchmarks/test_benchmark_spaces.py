@@ -11,7 +11,7 @@ import pytest
 
 from skd_ray.search.space import load_space
 
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "search_efficiency.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "search_efficiency.py"
 
 
 def load_benchmark() -> ModuleType:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import CliRun
-from plain_torch import run_plain_torch
+
+from tests.helpers.cli_run import CliRun
+from tests.helpers.plain_torch import run_plain_torch
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_search_e2e import child_runs, write_space
+
+from tests.helpers.searches import child_runs, write_space
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from skd_ray.methods import METHODS
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "method_cost.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "method_cost.py"
 LINE = re.compile(r"^method=(\S+) time_ratio=(\S+) mem_ratio=(\S+)$")
 
 

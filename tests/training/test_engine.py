@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from interrupting_session import Interrupted, StopAfter
-from tiny_byot import tiny_byot_eval
 
 from skd_ray.errors import TrainingDiverged
 from skd_ray.methods import FINAL, build_method
@@ -20,6 +18,8 @@ from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
 from skd_ray.training.engine import evaluate, fit, lr_factor
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
+from tests.helpers.interrupting_session import Interrupted, StopAfter
+from tests.helpers.tiny_byot import tiny_byot_eval
 
 TIME_KEYS = ("time_epoch_s", "time_data_frac")
 
@@ -285,10 +285,8 @@ def _ranks_average_their_training_metrics(rank: int) -> None:
 
 
 def test_ddp_training_metrics_are_averaged_over_ranks() -> None:
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).parent / "methods"))
-    from handcalc import run_two_ranks
+    from tests.helpers.handcalc import run_two_ranks
 
     run_two_ranks(_ranks_average_their_training_metrics)
 

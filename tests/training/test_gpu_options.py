@@ -22,7 +22,7 @@ from skd_ray.training.engine import autocast_for, fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def digits(**overrides: Any):

@@ -10,7 +10,7 @@ from skd_ray.search.driver import build_search_algorithm, tpe_startup_trials
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def request(tmp_path: Path, **overrides) -> SearchRequest:
