@@ -34,6 +34,7 @@ from skd_ray.results.tracking import (
     client,
     finish_trial_run,
     log_params,
+    open_trial_runs,
     reopen_run,
     start_search_run,
 )
@@ -210,6 +211,7 @@ def run_method_final(state: CompareState, step: MethodStep, folder: Path, addres
                        max_concurrent=s.get("max_concurrent"), address=address,
                        extra_tags=link_tags(state, step.method))
     plan = plan_final(req)
+    close_superseded_finals(state, step.method)
     print(f"comparison {state.name}: {step.method}: retraining {plan[1][0].name} with seeds {state.seeds}")
     outcome = run_final_eval(req, plan)
     step.final_run_id = outcome.parent_run_id
@@ -221,6 +223,21 @@ def run_method_final(state: CompareState, step: MethodStep, folder: Path, addres
     step.final_done = True
     state.save(folder)
     return True
+
+
+def close_superseded_finals(state: CompareState, method: str) -> None:
+    """Close what an interrupted final evaluation of `method` left open (a killed driver
+    leaves its runs `running`, Ctrl-C `interrupted`): a final evaluation is run again in full,
+    so those runs will never be continued."""
+    reason = "the comparison stopped during this final evaluation; --resume retrained the method again"
+    found = client(state.tracking_uri).search_runs(
+        [state.experiment_id], filter_string=f"tags.`{Tags.COMPARE_RUN_ID}` = '{state.parent_run_id}' and "
+        f"tags.`{Tags.COMPARE_METHOD}` = '{method}' and tags.`{Tags.KIND}` = 'final'", max_results=1000)
+    for run in found:
+        if run.data.tags.get(Tags.STATUS) in (None, "running", "interrupted"):  # None: never closed
+            for child in open_trial_runs(state.tracking_uri, state.experiment_id, run.info.run_id):
+                finish_trial_run(state.tracking_uri, child, "failed", reason)
+            finish_trial_run(state.tracking_uri, run.info.run_id, "failed", reason)
 
 
 def method_result(state: CompareState, step: MethodStep, plan: Any, outcome: Any) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """A method comparison end to end with real Ray, Optuna and MLflow: vanilla against TFD (2
 trials of 1 epoch each, 2 seeds, digits, a width-8 model), interrupted with Ctrl-C while the
-second method's search runs, then resumed: the finished search is kept, the interrupted one
-continues in its own runs, and the comparison ends with its table, artifacts and report."""
+second method's search runs, resumed and killed (SIGKILL) once the final evaluations start, then
+resumed again: the finished search is kept, the interrupted one continues in its own runs, the
+killed final evaluation is closed and run again, and the comparison ends with its table,
+artifacts and report."""
 
 from __future__ import annotations
 
@@ -48,6 +50,29 @@ def wait_for(predicate: Any, proc: Any, log: Path, timeout: float, what: str) ->
     pytest.fail(f"no {what} after {timeout}s:\n{log.read_text()[-5000:]}")
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_until_gone(marker: str, timeout: float) -> list[int]:
+    """Wait until no process's command line mentions `marker`; SIGKILL and return any left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if marker in cmdline(pid)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
 def state_file(storage: Path) -> Path:
     found = list(storage.glob(f"{EXPERIMENT}_*/skd_compare.json"))
     assert len(found) == 1, found
@@ -84,9 +109,18 @@ def test_compare_interrupted_then_resumed(cli, tmp_path: Path) -> None:
     assert compare_run.data.tags["skd.status"] == "interrupted"
     vanilla_search = state["steps"][0]["search_run_id"]
 
+    # Resumed, then killed (SIGKILL, as a lost driver) once the first final evaluation starts.
+    log2 = tmp_path / "resume.log"
+    proc = cli.start("--resume", "--storage", str(storage), "--experiment", EXPERIMENT, log=log2)
+    wait_for(lambda: runs(uri, "tags.`skd.kind` = 'final'"), proc, log2, 300, "a final evaluation")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "searches done: vanilla" in log2.read_text()
+    assert not wait_until_gone(str(cli.ray_tmp), 60), "the killed driver's Ray outlived it"
+
     res = cli("--resume", "--storage", str(storage), "--experiment", EXPERIMENT, timeout=400)
-    assert res.returncode == 0, res.stdout[-6000:]
-    assert "resuming comparison" in res.stdout and "searches done: vanilla" in res.stdout
+    assert res.returncode == 0, log2.read_text()[-3000:] + "\n--- resume:\n" + res.stdout[-6000:]
+    assert "resuming comparison" in res.stdout and "searches done: vanilla, tfd" in res.stdout
     assert "p (paired t)" in res.stdout and "\ntfd " in res.stdout
 
     state = json.loads(state_file(storage).read_text())
@@ -99,8 +133,15 @@ def test_compare_interrupted_then_resumed(cli, tmp_path: Path) -> None:
         assert len(trials) == 2 and {t.data.tags["skd.status"] for t in trials} <= {"completed", "early_stopped"}
         assert search.data.tags["mlflow.parentRunId"] == compare_run.info.run_id
     finals = runs(uri, "tags.`skd.kind` = 'final'")
-    assert sorted(r.data.tags["skd.compare_method"] for r in finals) == ["tfd", "vanilla"]
-    for final in finals:
+    kept = [r for r in finals if r.data.tags.get("skd.status") == "completed"]
+    assert sorted(r.data.tags["skd.compare_method"] for r in kept) == ["tfd", "vanilla"]
+    assert {r.info.run_id for r in kept} == {s["final_run_id"] for s in state["steps"]}
+    superseded = [r for r in finals if r not in kept]
+    assert superseded, "the kill landed in no final evaluation"
+    for final in superseded:  # the killed final evaluation is closed, not left running
+        assert final.data.tags.get("skd.status") == "failed" and "retrained" in final.data.tags["skd.failure_reason"]
+        assert final.info.status == "FAILED"
+    for final in kept:
         retrained = runs(uri, f"tags.`mlflow.parentRunId` = '{final.info.run_id}'")
         assert sorted(int(r.data.params["train.seed"]) for r in retrained) == [0, 1]
         assert all(0 <= r.data.metrics["test_acc"] <= 1 for r in retrained)
