@@ -11,11 +11,12 @@ import csv
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.runs import wait_for, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -32,45 +33,6 @@ def runs(uri: str, filter_string: str) -> list[Any]:
     c = client(uri)
     exp = c.get_experiment_by_name(EXPERIMENT)
     return [] if exp is None else c.search_runs([exp.experiment_id], filter_string, max_results=1000)
-
-
-def wait_for(predicate: Any, proc: Any, log: Path, timeout: float, what: str) -> Any:
-    """Poll `predicate()` until it returns something truthy; fail if the driver exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # the store and the state file are written by the driver concurrently
-            value = None
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"the comparison exited ({proc.returncode}) before {what}:\n{log.read_text()[-5000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"no {what} after {timeout}s:\n{log.read_text()[-5000:]}")
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def wait_until_gone(marker: str, timeout: float) -> list[int]:
-    """Wait until no process's command line mentions `marker`; SIGKILL and return any left."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if marker in cmdline(pid)]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
 
 
 def state_file(storage: Path) -> Path:

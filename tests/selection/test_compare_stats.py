@@ -13,7 +13,7 @@ from skd_ray.selection.compare_space import method_space, parse_methods
 from skd_ray.selection.compare_stats import paired_test, t_interval, t_quantile, t_two_sided_p
 from skd_ray.selection.compare_table import comparison_rows, format_csv, format_markdown, format_text
 
-RECIPE = Path(__file__).resolve().parent.parent / "search_spaces" / "compare.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "search_spaces" / "compare.yaml"
 
 
 def test_t_distribution_matches_closed_forms() -> None:

@@ -19,7 +19,7 @@ from skd_ray.selection.compare_state import (
     space_dict,
 )
 
-RECIPE = Path(__file__).resolve().parent.parent / "search_spaces" / "compare.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "search_spaces" / "compare.yaml"
 NAME = "cmp_20250101-000000"
 
 
