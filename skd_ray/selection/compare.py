@@ -155,7 +155,8 @@ def run_method_search(state: CompareState, step: MethodStep, folder: Path, addre
         req = SearchRequest(space=state.space(step.method), storage=str(folder), tracking_uri=state.tracking_uri,
                             experiment=state.experiment, search_name=step.search_name,
                             extra_tags=link_tags(state, step.method), **state.settings)
-    elif step.search_done:
+    elif step.search_done:  # it had ended before the interruption
+        client(state.tracking_uri).set_tag(state.parent_run_id, Tags.COMPARE_SEARCH + step.method, step.search_run_id)
         return True
     req.address, req.verbosity = address, verbosity
     print(f"comparison {state.name}: {step.method}: {'resuming' if req.resume else 'searching'} "
@@ -208,7 +209,7 @@ def run_method_final(state: CompareState, step: MethodStep, folder: Path, addres
     req = FinalRequest(tracking_uri=state.tracking_uri, experiment=state.experiment, storage=str(folder), top_k=1,
                        seeds=state.seeds, search=step.search_run_id, workers=s.get("workers", 1),
                        cpus_per_worker=s.get("cpus_per_worker", 1.0), gpus_per_worker=s.get("gpus_per_worker", 0.0),
-                       max_concurrent=s.get("max_concurrent"), address=address,
+                       max_concurrent=s.get("max_concurrent"), max_failures=s.get("max_failures", 2), address=address,
                        extra_tags=link_tags(state, step.method))
     plan = plan_final(req)
     close_superseded_finals(state, step.method)
