@@ -44,7 +44,14 @@ from skd_ray.search.space import SearchSpace
 from skd_ray.search.state import STATE_FILE, check_resumable, read_state, safe_name
 from skd_ray.search.state_files import restore_tune_state
 from skd_ray.selection.compare_state import CompareState, MethodStep, load_state, space_dict
-from skd_ray.selection.compare_table import MethodRow, comparison_rows, draw_plot, format_csv, format_markdown
+from skd_ray.selection.compare_table import (
+    MethodRow,
+    comparison_rows,
+    draw_plot,
+    format_csv,
+    format_markdown,
+    format_markdown_brief,
+)
 from skd_ray.selection.export import example_input
 from skd_ray.selection.final_eval import FinalRequest, plan_final, run_final_eval
 from skd_ray.selection.final_summary import final_config
@@ -342,7 +349,9 @@ def description(state: CompareState, rows: list[MethodRow]) -> str:
     links = [f"- {s.method}: search [{s.search_name}](#/experiments/{state.experiment_id}/runs/{s.search_run_id}), "
              f"final evaluation [run](#/experiments/{state.experiment_id}/runs/{s.final_run_id})"
              for s in state.steps]
-    return "\n".join([format_markdown(rows), "", *links])
+    return "\n".join([format_markdown_brief(rows), "",
+                      f"Full table, CSV and plot: artifacts {Artifacts.COMPARE_MD}, {Artifacts.COMPARE_CSV}, "
+                      f"{Artifacts.COMPARE_PLOT}.", "", *links])
 
 
 def load_comparison(uri: str, run_id: str) -> tuple[dict[str, Any], list[MethodRow]]:

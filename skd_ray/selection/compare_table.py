@@ -100,6 +100,16 @@ def format_markdown(rows: list[MethodRow]) -> str:
     return markdown_table(cells[0], cells[1:])
 
 
+# The columns of the run's description: MLflow's description pane is narrow, the artifacts hold the rest.
+BRIEF = ("method", "test acc (mean ± std)", "Δ vs vanilla [95% CI]", "p (paired t)", "s/epoch (× vanilla)")
+
+
+def format_markdown_brief(rows: list[MethodRow]) -> str:
+    cells = table_cells(rows)
+    keep = [HEADER.index(c) for c in BRIEF]
+    return markdown_table([cells[0][i] for i in keep], [[r[i] for i in keep] for r in cells[1:]])
+
+
 def format_csv(rows: list[MethodRow]) -> str:
     """Machine-readable numbers (no ± strings): one line per method."""
     buf = io.StringIO()

@@ -11,7 +11,13 @@ import pytest
 from skd_ray.errors import SkdError
 from skd_ray.selection.compare_space import method_space, parse_methods
 from skd_ray.selection.compare_stats import paired_test, t_interval, t_quantile, t_two_sided_p
-from skd_ray.selection.compare_table import comparison_rows, format_csv, format_markdown, format_text
+from skd_ray.selection.compare_table import (
+    comparison_rows,
+    format_csv,
+    format_markdown,
+    format_markdown_brief,
+    format_text,
+)
 
 RECIPE = Path(__file__).resolve().parents[2] / "search_spaces" / "compare.yaml"
 
@@ -102,5 +108,6 @@ def test_table_reports_intervals_differences_and_ratios() -> None:
     assert "0.9200 ± 0.0200" in text and "+0.0267" in text and "0.0153" in text and "(1.50×)" in text
     assert "alpha=0.3" in text
     assert format_markdown(rows).startswith("| method |")
+    assert format_markdown_brief(rows).splitlines()[0].count("|") == 6
     csv_lines = format_csv(rows).strip().splitlines()
     assert len(csv_lines) == 3 and csv_lines[2].startswith("byot,t03,0.96,3,")
