@@ -32,9 +32,9 @@ from skd_ray.search.autoscaler import activity, format_resources
 # A request pending this long gets its first console line (sooner while the autoscaler
 # launches nodes: that wait is expected, and worth seeing); then one line per REPEAT_S.
 NOTICE_S = 20.0
-AUTOSCALER_NOTICE_S = 5.0
+AUTOSCALER_NOTICE_S = 2.0
 REPEAT_S = 60.0
-POLL_S = 5.0
+POLL_S = 2.0
 # Default bound on waiting without progress (--resource-wait-timeout): cloud nodes with
 # GPUs can take several minutes to launch and set up.
 DEFAULT_BOUND_S = 900.0

@@ -16,7 +16,7 @@ from skd_ray.methods import METHODS
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "method_cost.py"
-LINE = re.compile(r"^method=(\S+) time_ratio=(\S+) mem_ratio=(\S+)$")
+LINE = re.compile(r"^method=(\S+) backbone=\S+ time_ratio=(\S+) mem_ratio=(\S+)$")
 
 
 def test_method_cost_quick_prints_a_ratio_per_method() -> None:
