@@ -1,7 +1,9 @@
 """The command line (`run_search.py`, `python -m skd_ray`, `skd-ray`).
 
-Owns: parsing (`main`), the commands that train (`search`), the commands that act on a
-finished search (`after`) and what they share (`common`: exit codes, leaderboard printout).
+Owns: parsing (`main`), the checks of flags and inputs before Ray starts (`flags`,
+`preflight`), the commands that train (`search`, `compare`), the commands that act on a
+finished search (`after`), how any failure ends (`failure`: one error line, the traceback in a
+log file) and what they share (`common`: exit codes, leaderboard printout).
 May import every layer below. Modules that load Ray are imported inside the commands that
 use them, so `--debug` runs without Ray.
 """

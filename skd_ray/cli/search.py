@@ -16,12 +16,10 @@ from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hi
 from skd_ray.cli.failure import FailureLog
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import (
+    SearchRuns,
     TrialTracker,
     check_search_run,
     check_store_usable,
-    finish_trial_run,
-    start_search_run,
-    start_trial_run,
 )
 from skd_ray.search.closing import ending_status, reason_of
 from skd_ray.search.cluster import use_token_if_available
@@ -43,22 +41,21 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
     cfg = resolve_config(space.defaults())
     flat = cfg.to_flat()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    exp_id, parent = start_search_run(uri, experiment, f"debug-{stamp}", {Tags.MODE: "debug"},
-                                      {"search.space": space.path})
-    run_id = start_trial_run(uri, exp_id, parent, f"debug-{stamp}", "debug", flat,
-                             {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: "debug"})
+    runs = SearchRuns.start(uri, experiment, f"debug-{stamp}", {Tags.MODE: "debug"}, {"search.space": space.path})
+    run_id = runs.start_trial(f"debug-{stamp}", "debug", flat,
+                              {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: "debug"})
     print(f"debug: {cfg.method} on {cfg.data.name} ({cfg.model.backbone}), {cfg.train.epochs} epochs, in-process")
     start = time.perf_counter()
     try:
         fit(cfg, LocalSession(cfg.train.device, TrialTracker(uri, run_id), total_epochs=cfg.train.epochs))
     except BaseException as err:  # any ending (Ctrl-C, a bug, a full disk) closes both runs
         status, reason = ending_status(err), reason_of(err)
-        for run in (run_id, parent):
+        for run in (run_id, runs.parent_run_id):
             with contextlib.suppress(Exception):
-                finish_trial_run(uri, run, status, None if status == "interrupted" else reason)
+                runs.close(run, status, None if status == "interrupted" else reason)
         raise
-    finish_trial_run(uri, run_id, "completed")
-    finish_trial_run(uri, parent, "completed")
+    runs.close(run_id, "completed")
+    runs.close(None, "completed")
     print(f"debug run finished in {time.perf_counter() - start:.1f}s; MLflow run {run_id}")
     print_browse_hint(uri, experiment)
     return 0

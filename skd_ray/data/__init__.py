@@ -3,6 +3,10 @@
 Every dataset yields three disjoint parts: train (fitting), val (held out of the training
 set with a fixed seed; model selection and early stopping use it) and test (reported for
 the chosen configuration only).
+
+Owns: the dataset registry (`DATASETS`), loading and caching (`sources`, `imagefolder`,
+`node_cache`), in-memory batches (`batches`) and the checks that find missing or damaged data
+before anything starts (`checks`). May import: `errors`, `config`; never Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations

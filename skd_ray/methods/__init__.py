@@ -2,6 +2,10 @@
 
 Adding a method is adding one file that registers itself; tests parametrised over the
 registry then cover it. The CLI, config validation and search spaces look methods up here.
+
+Owns: `SelfKDMethod` (`base`), the shared loss functions (`losses`), per-sample stores
+(`sample_memory`) and one module per method. May import: `errors`, `config`, `models`; never
+Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations

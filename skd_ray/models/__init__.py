@@ -1,4 +1,9 @@
-"""Backbone registry: name -> constructor, with the stage layout self-KD methods need."""
+"""Backbone registry: name -> constructor, with the stage layout self-KD methods need.
+
+Owns: staged ResNets with feature taps (`resnet`), exit heads and the BYOT attention gate
+(`heads`), TESKD's FPN students (`fpn`) and MAC counting (`flops`). May import: `errors`,
+`config`; never Ray, Optuna or MLflow.
+"""
 
 from __future__ import annotations
 

@@ -154,69 +154,125 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
         c.log_batch(run_id, params=items[i:i + 100])
 
 
+class SearchRuns:
+    """One search's MLflow runs: the tracking store, the experiment and the parent run, with one
+    client made once per process (as Lightning's MLFlowLogger holds its client). The driver,
+    its Tune callbacks and every trial get this object instead of a URI and two ids to pass on.
+    Picklable: a trial process that receives it makes its own client on first use.
+    """
+
+    def __init__(self, uri: str, experiment_id: str = "", parent_run_id: str = "") -> None:
+        self.uri = uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self._client: Any = None
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str],
+              params: dict[str, Any]) -> SearchRuns:
+        """Create the parent run of a new search (in `experiment`, made if new)."""
+        runs = cls(uri, get_or_create_experiment(uri, experiment))
+        run = runs.client.create_run(runs.experiment_id, run_name=run_name,
+                                     tags={Tags.KIND: "search", Tags.GIT_COMMIT: git_commit(), **tags})
+        runs.parent_run_id = run.info.run_id
+        log_params(uri, runs.parent_run_id, params)
+        return runs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = client(self.uri)
+        return self._client
+
+    def trial_run(self, trial_id: str) -> str | None:
+        """The child run already created for Ray trial `trial_id` (a restarted trial reuses it)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{Tags.TRIAL_ID}` = '{trial_id}' and tags.`mlflow.parentRunId` = "
+                          f"'{self.parent_run_id}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_trial(self, trial_id: str, run_name: str, flat_config: dict[str, Any], tags: dict[str, str]) -> str:
+        """Find or create the child run of a trial; params and the config artifact are logged once."""
+        existing = self.trial_run(trial_id)
+        if existing is not None:
+            self.reopen(existing)
+            return existing
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
+            "mlflow.parentRunId": self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
+            Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
+        run_id = run.info.run_id
+        log_params(self.uri, run_id, flat_config)
+        self.client.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), Artifacts.CONFIG)
+        return run_id
+
+    def children(self) -> list[Any]:
+        """Every child run (the trials of a search, the retrainings of a final evaluation)."""
+        return self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+                                       max_results=5000)
+
+    def open_trials(self) -> list[str]:
+        """Child runs that are not closed (running, or interrupted with their search)."""
+        return [r.info.run_id for r in self.children() if r.data.tags.get(Tags.STATUS) in ("running", "interrupted")]
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def reopen(self, run_id: str | None = None) -> None:
+        """Mark a run (default: the parent) of an interrupted search running again."""
+        run_id = run_id or self.parent_run_id
+        self.client.set_terminated(run_id, "RUNNING")
+        self.client.set_tag(run_id, Tags.STATUS, "running")
+
+    def close(self, run_id: str | None, status: str, reason: str | None = None) -> None:
+        """Close a run (default: the parent): status is completed, early_stopped, failed (with
+        the reason) or interrupted (its search stopped before it ended; `--resume` reopens it)."""
+        run_id = run_id or self.parent_run_id
+        self.client.set_tag(run_id, Tags.STATUS, status)
+        if reason:
+            self.client.set_tag(run_id, Tags.FAILURE_REASON, reason[:5000])
+        self.client.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
+
+
+# The same operations for code that holds ids rather than a SearchRuns (reports, tests).
 def start_search_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
                      params: dict[str, Any]) -> tuple[str, str]:
-    """Create the parent run of a search; returns (experiment_id, run_id)."""
-    exp_id = get_or_create_experiment(uri, experiment)
-    run = client(uri).create_run(exp_id, run_name=run_name,
-                                 tags={Tags.KIND: "search", Tags.GIT_COMMIT: git_commit(), **tags})
-    log_params(uri, run.info.run_id, params)
-    return exp_id, run.info.run_id
+    runs = SearchRuns.start(uri, experiment, run_name, tags, params)
+    return runs.experiment_id, runs.parent_run_id
 
 
 def find_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
-    """The child run already created for Ray trial `trial_id` (a restarted trial reuses it)."""
-    runs = client(uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{Tags.TRIAL_ID}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+    return SearchRuns(uri, experiment_id, parent_run_id).trial_run(trial_id)
 
 
 def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
                     flat_config: dict[str, Any], tags: dict[str, str]) -> str:
-    """Find or create the child run of a trial; params and the config artifact are logged once."""
-    existing = find_trial_run(uri, experiment_id, parent_run_id, trial_id)
-    if existing is not None:
-        reopen_run(uri, existing)
-        return existing
-    c = client(uri)
-    run = c.create_run(experiment_id, run_name=run_name, tags={
-        "mlflow.parentRunId": parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
-        Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
-    run_id = run.info.run_id
-    log_params(uri, run_id, flat_config)
-    c.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), Artifacts.CONFIG)
-    return run_id
+    return SearchRuns(uri, experiment_id, parent_run_id).start_trial(trial_id, run_name, flat_config, tags)
 
 
 def reopen_run(uri: str, run_id: str) -> None:
-    """Mark a run of an interrupted search running again (its search was resumed)."""
-    client(uri).set_terminated(run_id, "RUNNING")
-    client(uri).set_tag(run_id, Tags.STATUS, "running")
+    SearchRuns(uri).reopen(run_id)
 
 
 def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
-    """Every child run of a parent run (the trials of a search, the retrainings of a final evaluation)."""
-    return client(uri).search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)
+    return SearchRuns(uri, experiment_id, parent_run_id).children()
 
 
 def open_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
-    """Child runs of a search that are not closed (running, or interrupted with their search)."""
-    runs = child_runs(uri, experiment_id, parent_run_id)
-    return [r.info.run_id for r in runs if r.data.tags.get(Tags.STATUS) in ("running", "interrupted")]
+    return SearchRuns(uri, experiment_id, parent_run_id).open_trials()
 
 
 def finish_trial_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    """Close a run: status is completed, early_stopped, failed (with the reason) or
-    interrupted (its search stopped before it ended; `--resume` reopens it)."""
-    c = client(uri)
-    c.set_tag(run_id, Tags.STATUS, status)
-    if reason:
-        c.set_tag(run_id, Tags.FAILURE_REASON, reason[:5000])
-    c.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
+    SearchRuns(uri).close(run_id, status, reason)
 
 
 class TrialTracker:

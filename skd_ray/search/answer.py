@@ -10,7 +10,7 @@ from ray import tune
 
 from skd_ray.results.names import Tags
 from skd_ray.results.summary import SearchSummary, short_name, show, summarise_search, trial_run_name
-from skd_ray.results.tracking import client, find_trial_run
+from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.numbering import NUMBERS, label
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import SearchSpace
@@ -21,10 +21,8 @@ class TrialRunLabels(tune.Callback):
     what the leaderboard shows) at its first result, so the runs table is readable while the
     search runs; the final name (with `[ASHA@2]` for a stopped trial) is set by the summary."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, space: SearchSpace | None = None) -> None:
-        self.uri = uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
+    def __init__(self, runs: SearchRuns, space: SearchSpace | None = None) -> None:
+        self.runs = runs
         self.space = space
         self.named: set[str] = set()
 
@@ -33,14 +31,14 @@ class TrialRunLabels(tune.Callback):
             return
         self.named.add(trial.trial_id)
         try:
-            run_id = find_trial_run(self.uri, self.experiment_id, self.parent_run_id, trial.trial_id)
+            run_id = self.runs.trial_run(trial.trial_id)
             if run_id is None:
                 return
             values = {}
             if self.space is not None:
                 flat = self.space.to_flat(trial.config)
                 values = {p.key: flat[p.key] for p in self.space.params if p.key in flat}
-            c = client(self.uri)
+            c = self.runs.client
             method = c.get_run(run_id).data.tags.get(Tags.METHOD, "")
             c.update_run(run_id, name=trial_run_name(label(trial.trial_id), method, values, "running", 0))
             c.set_tag(run_id, Tags.TRIAL_NAME, label(trial.trial_id))
@@ -48,13 +46,13 @@ class TrialRunLabels(tune.Callback):
             pass
 
 
-def write_summary(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, parent_run_id: str,
+def write_summary(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns,
                   max_epochs: int) -> SearchSummary | None:
     """Summarise the search on its parent run and print its answer in one or two lines. Never
     raises: the results are safe in MLflow, a summary problem is one warning line."""
     try:
         labels = {trial_id: label(trial_id) for trial_id in list(NUMBERS)}
-        summary = summarise_search(req.tracking_uri, experiment_id, parent_run_id, name, max_epochs,
+        summary = summarise_search(runs.uri, runs.experiment_id, runs.parent_run_id, name, max_epochs,
                                    [p.key for p in req.space.params], labels,
                                    f"{exp_dir / 'optuna.db'} (study {name})")
     except Exception as err:  # noqa: BLE001

@@ -15,7 +15,7 @@ import contextlib
 from pathlib import Path
 
 from skd_ray.errors import is_disk_full
-from skd_ray.results.tracking import finish_trial_run, open_trial_runs
+from skd_ray.results.tracking import SearchRuns
 
 
 def ending_status(err: BaseException) -> str:
@@ -28,18 +28,17 @@ def reason_of(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:2000] if text else type(err).__name__
 
 
-def close_search(uri: str, experiment_id: str, parent_run_id: str, study_db: Path, study_name: str,
-                 err: BaseException) -> str:
+def close_search(runs: SearchRuns, study_db: Path, study_name: str, err: BaseException) -> str:
     """Give the search's open child runs and its parent run the status `err` means, and fail
     the Optuna trials still running unless the search can be resumed; returns the status."""
     status = ending_status(err)
     reason = None if status == "interrupted" else reason_of(err)
     with contextlib.suppress(Exception):
-        for run_id in open_trial_runs(uri, experiment_id, parent_run_id):
+        for run_id in runs.open_trials():
             with contextlib.suppress(Exception):
-                finish_trial_run(uri, run_id, status, reason)
+                runs.close(run_id, status, reason)
     with contextlib.suppress(Exception):
-        finish_trial_run(uri, parent_run_id, status, reason)
+        runs.close(None, status, reason)
     if status == "failed":
         with contextlib.suppress(Exception):
             fail_running_optuna_trials(study_db, study_name)

@@ -17,7 +17,7 @@ from skd_ray.errors import DiskFull, SkdError, is_disk_full
 from skd_ray.results.artifacts import log_search_plots
 from skd_ray.results.names import Tags
 from skd_ray.results.search_data import LOG_PARAMS_TAG
-from skd_ray.results.tracking import finish_trial_run, open_trial_runs, reopen_run, start_search_run
+from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.answer import TrialRunLabels, write_summary
 from skd_ray.search.autoscaler import plan_search
 from skd_ray.search.callbacks import ChildRunStatus
@@ -74,13 +74,13 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
                            "or drop --resume to start a new search")
         state = read_state(exp_dir)
-        experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
-        reopen_run(req.tracking_uri, parent_run_id)
+        runs = SearchRuns(req.tracking_uri, state["experiment_id"], state["parent_run_id"])
+        runs.reopen()
     else:
         if state_file.exists():
             raise SkdError(f"a search named {name} already exists under {req.storage}",
                            "pass --resume to continue it, or a new --experiment name")
-        experiment_id, parent_run_id = start_search_run(
+        runs = SearchRuns.start(
             req.tracking_uri, req.experiment, name,
             {Tags.SPACE: req.space.path, Tags.METHODS: ",".join(req.space.methods()),
              LOG_PARAMS_TAG: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
@@ -92,27 +92,27 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     try:
         if not req.resume:
             exp_dir.mkdir(parents=True, exist_ok=True)
-            write_state(exp_dir, experiment_id, parent_run_id, {f.name: getattr(req, f.name) for f in fields(req)},
-                        req.space)
+            write_state(exp_dir, runs.experiment_id, runs.parent_run_id,
+                        {f.name: getattr(req, f.name) for f in fields(req)}, req.space)
         with watch_search(name, autoscaling, req.resource_wait_s):
-            outcome = tune_and_close(req, exp_dir, name, experiment_id, parent_run_id, concurrency, max_epochs)
+            outcome = tune_and_close(req, exp_dir, name, runs, concurrency, max_epochs)
     except BaseException as err:
         # Whatever ends the search here (a bug, Ctrl-C, a full disk), its runs get a final status.
-        close_search(req.tracking_uri, experiment_id, parent_run_id, exp_dir / "optuna.db", name, err)
+        close_search(runs, exp_dir / "optuna.db", name, err)
         raise
     raise_if_gave_up(name)  # closed as interrupted above; now the one error line
     return outcome
 
 
-def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, parent_run_id: str,
-                   concurrency: int, max_epochs: int) -> SearchOutcome:
+def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, concurrency: int,
+                   max_epochs: int) -> SearchOutcome:
     """Run Tune to its end, then close the search's runs as what Tune recorded says it is."""
     pools = None
     if req.workers > 1 and req.ddp_pool:
         # The pools' own Ray Train runs (no checkpoints: those go to Tune) sit inside the search's directory.
         pools = DDPPools(name, concurrency, req.resources(), str(exp_dir))
     try:
-        results = run_tuner(req, exp_dir, name, experiment_id, parent_run_id, concurrency, max_epochs, pools)
+        results = run_tuner(req, exp_dir, name, runs, concurrency, max_epochs, pools)
     finally:
         if pools is not None:
             pools.shutdown()
@@ -130,29 +130,28 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, experiment_id: 
         raise
     back_up_tune_state(exp_dir)
     if interrupted:
-        for run_id in open_trial_runs(req.tracking_uri, experiment_id, parent_run_id):
-            finish_trial_run(req.tracking_uri, run_id, "interrupted")
-        finish_trial_run(req.tracking_uri, parent_run_id, "interrupted")
+        for run_id in runs.open_trials():
+            runs.close(run_id, "interrupted")
+        runs.close(None, "interrupted")
     else:
-        close_abandoned(req.tracking_uri, experiment_id, parent_run_id, exp_dir / "optuna.db", name)
-        status = "completed" if not results.num_errors else "completed_with_errors"
-        finish_trial_run(req.tracking_uri, parent_run_id, status)
-    write_summary(req, exp_dir, name, experiment_id, parent_run_id, max_epochs)  # never raises
-    log_search_plots(req.tracking_uri, req.experiment, parent_run_id)  # never raises: prints a warning instead
-    return SearchOutcome(experiment_id, parent_run_id, str(exp_dir), len(results), results.num_errors, interrupted)
+        close_abandoned(runs, exp_dir / "optuna.db", name)
+        runs.close(None, "completed" if not results.num_errors else "completed_with_errors")
+    write_summary(req, exp_dir, name, runs, max_epochs)  # never raises
+    log_search_plots(runs.uri, req.experiment, runs.parent_run_id)  # never raises: prints a warning instead
+    return SearchOutcome(runs.experiment_id, runs.parent_run_id, str(exp_dir), len(results), results.num_errors,
+                         interrupted)
 
 
-def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, parent_run_id: str,
-              concurrency: int, max_epochs: int, pools: Any) -> Any:
+def run_tuner(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, concurrency: int, max_epochs: int,
+              pools: Any) -> Any:
     """Build (or restore) the Tuner and run it to the end; returns Tune's ResultGrid."""
-    settings = TrialSettings(req.space, req.tracking_uri, experiment_id, parent_run_id, str(Path(req.storage)),
+    settings = TrialSettings(req.space, runs, str(Path(req.storage)),
                              req.always_ray_train, pools.name if pools is not None else None,
                              **vars(req.resources()))
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
     reset_trial_numbers()
-    callbacks = [ChildRunStatus(req.tracking_uri, experiment_id, parent_run_id, max_epochs), ResultsAreProgress(name),
-                 BackUpTuneState(str(exp_dir)),
-                 TrialRunLabels(req.tracking_uri, experiment_id, parent_run_id, req.space), *req.callbacks]
+    callbacks = [ChildRunStatus(runs, max_epochs), ResultsAreProgress(name), BackUpTuneState(str(exp_dir)),
+                 TrialRunLabels(runs, req.space), *req.callbacks]
     if req.verbosity > QUIET:
         callbacks.append(SearchProgress(req.space, req.num_samples, max_epochs, req.space.metric, req.space.mode))
     if pools is not None:
@@ -160,8 +159,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, experiment_id: str, 
     if req.resume:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
     else:
-        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs,
-                                                     (req.tracking_uri, experiment_id, parent_run_id))
+        searcher, scheduler = build_search_algorithm(req, name, exp_dir, max_epochs, runs)
         # Ray Train restarts its own workers in a per-trial Train run; a trial training in
         # place or in a pool is restarted by Tune from its last checkpoint.
         tune_restarts = settings.trains_in_trial_process or pools is not None
@@ -199,15 +197,15 @@ def unfinished_trials(exp_dir: Path) -> int:
     return sum(t.status not in ("TERMINATED", "ERROR") for t in ExperimentAnalysis(str(exp_dir)).trials)
 
 
-def close_abandoned(uri: str, experiment_id: str, parent_run_id: str, study_db: Path, study_name: str) -> None:
+def close_abandoned(runs: SearchRuns, study_db: Path, study_name: str) -> None:
     """Once every trial of a search has ended, close what a killed driver left open that no
     trial continues: a trial it started after Tune last saved its state is unknown to the
     resumed search (which samples a replacement), so its child run and Optuna trial would stay
     running forever. They become failed / FAIL. A no-op for searches never killed."""
     import optuna
 
-    for run_id in open_trial_runs(uri, experiment_id, parent_run_id):
-        finish_trial_run(uri, run_id, "failed", "abandoned: the search was killed before Ray Tune recorded this "
+    for run_id in runs.open_trials():
+        runs.close(run_id, "failed", "abandoned: the search was killed before Ray Tune recorded this "
                          "trial, and the resumed search sampled another one")
     if study_db.exists():
         study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_db}")
@@ -223,7 +221,7 @@ def tpe_startup_trials(num_samples: int) -> int:
 
 
 def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epochs: int,
-                           tracking: tuple[str, str, str] | None = None) -> tuple[Any, Any]:
+                           runs: SearchRuns | None = None) -> tuple[Any, Any]:
     """(search algorithm, trial scheduler) of a new search; a scheduler of None is Tune's FIFO.
 
     - default: Optuna TPE on the space's metric, ASHA stopping weak trials early
@@ -250,7 +248,7 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
         metric, mode = objective_metric(req.space.metric, req.space.mode), req.space.mode
         sampler = optuna.samplers.TPESampler(n_startup_trials=tpe_startup_trials(req.num_samples), seed=req.seed)
     searcher = SkdOptunaSearch(
-        tracking=tracking, max_epochs=max_epochs, space=req.space.define_by_run, metric=metric, mode=mode,
+        runs=runs, max_epochs=max_epochs, space=req.space.define_by_run, metric=metric, mode=mode,
         points_to_evaluate=[req.space.default_point()] if req.start_from_defaults else None, sampler=sampler,
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"), study_name=name,
     )

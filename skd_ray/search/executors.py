@@ -56,7 +56,7 @@ class InTrialProcess:
     """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
 
     def train(self, job: TrialJob) -> Trained:
-        tracker = TrialTracker(job.settings.tracking_uri, job.run_id)
+        tracker = TrialTracker(job.settings.runs.uri, job.run_id)
         session = TuneTrialSession(job.cfg.train.device, tracker, job.started_at)
         try:
             metrics = fit(job.cfg, session)
@@ -77,7 +77,7 @@ class InPool:
         import ray
         from ray import tune
 
-        pool_job = PoolJob(job.flat, job.run_id, job.settings.tracking_uri, job.started_at)
+        pool_job = PoolJob(job.flat, job.run_id, job.settings.runs.uri, job.started_at)
         with PoolLink(ray.get_actor(job.settings.pool), job.trial_id, pool_job, tune.get_checkpoint()) as link:
             for event in link.events():
                 if isinstance(event, Report):
@@ -121,7 +121,7 @@ class TrainRunPerTrial:
         use_gpu = settings.gpus_per_worker > 0
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"flat": job.flat, "run_id": job.run_id, "tracking_uri": settings.tracking_uri,
+            train_loop_config={"flat": job.flat, "run_id": job.run_id, "tracking_uri": settings.runs.uri,
                                "started_at": job.started_at},
             scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
                                                    resources_per_worker=settings.worker_bundle()),

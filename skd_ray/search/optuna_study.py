@@ -23,7 +23,7 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from skd_ray.results.tracking import find_trial_run
+from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.numbering import register
 from skd_ray.training.metrics import EPOCH, best, is_accuracy
 
@@ -37,10 +37,10 @@ def objective_metric(metric: str, mode: str) -> str:
 class SkdOptunaSearch(OptunaSearch):
     """OptunaSearch that numbers trials, names the objective and annotates finished trials."""
 
-    def __init__(self, *args: Any, tracking: tuple[str, str, str] | None = None, max_epochs: int = 0,
+    def __init__(self, *args: Any, runs: SearchRuns | None = None, max_epochs: int = 0,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.tracking = tracking  # (uri, experiment_id, parent_run_id) of the search's MLflow runs
+        self.runs = runs  # the search's MLflow runs
         self.max_epochs = max_epochs
         names = self.metric if isinstance(self.metric, list) else [self.metric]
         study = getattr(self, "_ot_study", None)
@@ -84,7 +84,4 @@ class SkdOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
     def _run_id(self, trial_id: str) -> str | None:
-        if self.tracking is None:
-            return None
-        uri, experiment_id, parent_run_id = self.tracking
-        return find_trial_run(uri, experiment_id, parent_run_id, trial_id)
+        return self.runs.trial_run(trial_id) if self.runs is not None else None

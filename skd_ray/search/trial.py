@@ -12,7 +12,7 @@ import traceback
 from typing import Any, NoReturn
 
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import client, finish_trial_run, start_trial_run
+from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.executors import executor_for
 from skd_ray.search.trial_job import DeterministicFailure, TrialJob, TrialSettings
 from skd_ray.training.resolve import resolve_config
@@ -31,20 +31,20 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     ctx = tune.get_context()
     flat = settings.space.to_flat(config)
     cfg = resolve_config(flat)
-    run_id = start_trial_run(
-        settings.tracking_uri, settings.experiment_id, settings.parent_run_id, ctx.get_trial_id(),
-        ctx.get_trial_name(), cfg.to_flat(),
+    runs = settings.runs
+    run_id = runs.start_trial(
+        ctx.get_trial_id(), ctx.get_trial_name(), cfg.to_flat(),
         {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: ctx.get_trial_name()},
     )
     if tune.get_checkpoint() is not None:
-        record_restart(settings.tracking_uri, run_id)
+        record_restart(runs, run_id)
     job = TrialJob(cfg, flat, run_id, ctx.get_trial_id(), started_at, settings)
     try:
-        raise_if_failed_before(settings.tracking_uri, run_id)
+        raise_if_failed_before(runs, run_id)
         try:
             trained = executor_for(settings).train(job)
         except DeterministicFailure as failure:
-            fail_deterministically(settings.tracking_uri, run_id, failure.message)
+            fail_deterministically(runs, run_id, failure.message)
         if not trained.reported and trained.metrics:
             # Restored from its final checkpoint (the search was interrupted after the last
             # epoch): hand Tune the stored final result once more.
@@ -52,29 +52,28 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     except Exception as err:
         # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
         # record the error and let its ChildRunStatus callback set the final status.
-        client(settings.tracking_uri).set_tag(run_id, Tags.LAST_ERROR, failure_reason(err))
+        runs.set_tag(run_id, Tags.LAST_ERROR, failure_reason(err))
         raise
-    finish_trial_run(settings.tracking_uri, run_id, "completed")
+    runs.close(run_id, "completed")
 
 
-def record_restart(tracking_uri: str, run_id: str) -> None:
+def record_restart(runs: SearchRuns, run_id: str) -> None:
     """Count on the trial's run each start from a checkpoint (Tune's retry after a lost node
     or process, or `--resume`): the run shows that the trial was restarted, and how often."""
-    mlflow = client(tracking_uri)
-    restarts = int(mlflow.get_run(run_id).data.tags.get(Tags.RESTARTS, "0")) + 1
-    mlflow.set_tag(run_id, Tags.RESTARTS, str(restarts))
+    restarts = int(runs.tags(run_id).get(Tags.RESTARTS, "0")) + 1
+    runs.set_tag(run_id, Tags.RESTARTS, str(restarts))
 
 
-def raise_if_failed_before(tracking_uri: str, run_id: str) -> None:
+def raise_if_failed_before(runs: SearchRuns, run_id: str) -> None:
     """A trial restarted by Tune after a deterministic error fails again at once, same reason."""
-    earlier = client(tracking_uri).get_run(run_id).data.tags.get(Tags.DETERMINISTIC_ERROR)
+    earlier = runs.tags(run_id).get(Tags.DETERMINISTIC_ERROR)
     if earlier:
         raise TrialFailed(earlier)
 
 
-def fail_deterministically(tracking_uri: str, run_id: str, reason: str) -> NoReturn:
+def fail_deterministically(runs: SearchRuns, run_id: str, reason: str) -> NoReturn:
     """Record `reason` on the run (for `raise_if_failed_before`) and fail the trial with it."""
-    client(tracking_uri).set_tag(run_id, Tags.DETERMINISTIC_ERROR, reason)
+    runs.set_tag(run_id, Tags.DETERMINISTIC_ERROR, reason)
     raise TrialFailed(reason) from None
 
 

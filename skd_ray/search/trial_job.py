@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.config import TrainConfig
+from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.request import Resources
 from skd_ray.search.space import SearchSpace
 
@@ -16,9 +17,7 @@ class TrialSettings(Resources):
     """What every trial of a search shares (picklable; shipped to the trial actors)."""
 
     space: SearchSpace
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
+    runs: SearchRuns  # the search's MLflow runs
     storage_path: str
     always_ray_train: bool = False  # run one-worker trials through Ray Train too
     pool: str | None = None  # PoolMailbox actor name: multi-worker trials train in persistent DDP pools

@@ -20,7 +20,7 @@ from typing import Any
 from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import child_runs, client, log_params, param_text
+from skd_ray.results.tracking import SearchRuns, client, log_params, param_text
 from skd_ray.search.request import Resources, SearchRequest
 from skd_ray.search.space import SearchSpace
 from skd_ray.selection.final_summary import (
@@ -133,7 +133,7 @@ def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: lis
     identities = [logged_identity(config) for config in configs]
     c = client(uri)
     results: list[tuple[int, int, float | None]] = []
-    for run in child_runs(uri, experiment_id, parent_run_id):
+    for run in SearchRuns(uri, experiment_id, parent_run_id).children():
         params = {k: v for k, v in run.data.params.items() if k != SEED_KEY}
         rank = next((i for i, identity in enumerate(identities, 1) if identity == params), None)
         if rank is None:

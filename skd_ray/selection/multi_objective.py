@@ -20,7 +20,7 @@ from skd_ray.errors import SkdError
 from skd_ray.methods import METHODS, get_method_spec
 from skd_ray.results.leaderboard import format_table, varying_params
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import child_runs, client
+from skd_ray.results.tracking import SearchRuns, client
 from skd_ray.search.space import SearchSpace
 from skd_ray.selection.final_summary import param_cell
 from skd_ray.selection.pareto import pareto_front
@@ -68,7 +68,7 @@ def evaluated_trials(uri: str, experiment_id: str, parent_run_id: str,
                      objs: list[tuple[str, str]]) -> list[ParetoTrial]:
     """Completed trials of the search with a value for every objective (their last epoch)."""
     out = []
-    for run in child_runs(uri, experiment_id, parent_run_id):
+    for run in SearchRuns(uri, experiment_id, parent_run_id).children():
         m = run.data.metrics
         if run.data.tags.get(Tags.STATUS) != "completed" or any(k not in m for k, _ in objs):
             continue
