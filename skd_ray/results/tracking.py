@@ -243,38 +243,6 @@ class SearchRuns:
         self.client.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
 
 
-# The same operations for code that holds ids rather than a SearchRuns (reports, tests).
-def start_search_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                     params: dict[str, Any]) -> tuple[str, str]:
-    runs = SearchRuns.start(uri, experiment, run_name, tags, params)
-    return runs.experiment_id, runs.parent_run_id
-
-
-def find_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
-    return SearchRuns(uri, experiment_id, parent_run_id).trial_run(trial_id)
-
-
-def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
-                    flat_config: dict[str, Any], tags: dict[str, str]) -> str:
-    return SearchRuns(uri, experiment_id, parent_run_id).start_trial(trial_id, run_name, flat_config, tags)
-
-
-def reopen_run(uri: str, run_id: str) -> None:
-    SearchRuns(uri).reopen(run_id)
-
-
-def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
-    return SearchRuns(uri, experiment_id, parent_run_id).children()
-
-
-def open_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
-    return SearchRuns(uri, experiment_id, parent_run_id).open_trials()
-
-
-def finish_trial_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    SearchRuns(uri).close(run_id, status, reason)
-
-
 class TrialTracker:
     """Per-epoch metric sink for one child run (used by rank 0 and the debugging mode)."""
 

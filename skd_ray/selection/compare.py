@@ -29,14 +29,10 @@ import torch
 from skd_ray.models.flops import count_macs
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.results.tracking import (
+    SearchRuns,
     check_search_run,
-    child_runs,
     client,
-    finish_trial_run,
     log_params,
-    open_trial_runs,
-    reopen_run,
-    start_search_run,
 )
 from skd_ray.search.console import RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchRequest
@@ -90,15 +86,15 @@ def start_comparison(req: CompareRequest) -> tuple[CompareState, Path]:
     name = req.name or f"{req.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
     folder = Path(req.storage) / safe_name(name)
     folder.mkdir(parents=True, exist_ok=False)
-    experiment_id, run_id = start_search_run(
+    runs = SearchRuns.start(
         req.tracking_uri, req.experiment, safe_name(name),
         {Tags.KIND: "compare", Tags.METHODS: ",".join(req.methods)},
         {"compare.methods": req.methods, "compare.seeds": req.seeds,
          **{f"search.{k}": v for k, v in req.settings.items()},
          **{f"fixed.{k}": v for k, v in req.spaces[req.methods[0]].fixed.items() if k != "method"},
          "search.shared_params": sorted({p.key for p in req.spaces[req.methods[0]].params})})
-    state = CompareState(name=safe_name(name), experiment=req.experiment, experiment_id=experiment_id,
-                         parent_run_id=run_id, tracking_uri=req.tracking_uri, seeds=req.seeds,
+    state = CompareState(name=safe_name(name), experiment=req.experiment, experiment_id=runs.experiment_id,
+                         parent_run_id=runs.parent_run_id, tracking_uri=req.tracking_uri, seeds=req.seeds,
                          settings=req.settings, spaces={m: space_dict(s) for m, s in req.spaces.items()},
                          steps=[MethodStep(m, f"{safe_name(name)}-{m}") for m in req.methods])
     state.save(folder)
@@ -111,7 +107,7 @@ def resume_comparison(folder: Path, tracking_uri: str | None) -> CompareState:
     if tracking_uri:
         state.tracking_uri = tracking_uri
     check_search_run(state.tracking_uri, state.experiment_id, state.parent_run_id)
-    reopen_run(state.tracking_uri, state.parent_run_id)
+    SearchRuns(state.tracking_uri).reopen(state.parent_run_id)
     return state
 
 
@@ -129,20 +125,20 @@ def run_comparison(state: CompareState, folder: Path, address: str | None, verbo
         record_comparison(state, rows)
         state.finished = True
         state.save(folder)
-        finish_trial_run(state.tracking_uri, state.parent_run_id, "completed")
+        SearchRuns(state.tracking_uri).close(state.parent_run_id, "completed")
         return CompareOutcome(state, folder, rows, False)
     except BaseException as err:  # Ctrl-C between steps, a bug, a lost store: resumable
         with contextlib.suppress(Exception):
             state.save(folder)
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            finish_trial_run(state.tracking_uri, state.parent_run_id, status,
+            SearchRuns(state.tracking_uri).close(state.parent_run_id, status,
                              None if status == "interrupted" else f"{type(err).__name__}: {err}")
         raise
 
 
 def stopped(state: CompareState, folder: Path) -> CompareOutcome:
     state.save(folder)
-    finish_trial_run(state.tracking_uri, state.parent_run_id, "interrupted")
+    SearchRuns(state.tracking_uri).close(state.parent_run_id, "interrupted")
     return CompareOutcome(state, folder, [], True)
 
 
@@ -191,7 +187,7 @@ def resumable_search(state: CompareState, step: MethodStep, folder: Path) -> Sea
         return None
     if not tune.Tuner.can_restore(str(exp_dir)):
         with contextlib.suppress(Exception):
-            finish_trial_run(state.tracking_uri, read_state(exp_dir)["parent_run_id"], "failed",
+            SearchRuns(state.tracking_uri).close(read_state(exp_dir)["parent_run_id"], "failed",
                              "the comparison was stopped before Ray Tune saved this search; it was started again")
         step.search_name = f"{step.search_name}-again"
         state.save(folder)
@@ -243,9 +239,10 @@ def close_superseded_finals(state: CompareState, method: str) -> None:
         f"tags.`{Tags.COMPARE_METHOD}` = '{method}' and tags.`{Tags.KIND}` = 'final'", max_results=1000)
     for run in found:
         if run.data.tags.get(Tags.STATUS) in (None, "running", "interrupted"):  # None: never closed
-            for child in open_trial_runs(state.tracking_uri, state.experiment_id, run.info.run_id):
-                finish_trial_run(state.tracking_uri, child, "failed", reason)
-            finish_trial_run(state.tracking_uri, run.info.run_id, "failed", reason)
+            final = SearchRuns(state.tracking_uri, state.experiment_id, run.info.run_id)
+            for child in final.open_trials():
+                final.close(child, "failed", reason)
+            final.close(None, "failed", reason)
 
 
 def method_result(state: CompareState, step: MethodStep, plan: Any, outcome: Any) -> dict[str, Any]:
@@ -267,7 +264,7 @@ def method_result(state: CompareState, step: MethodStep, plan: Any, outcome: Any
 def epoch_seconds(uri: str, experiment_id: str, final_run_id: str) -> float | None:
     """Mean `time_epoch_s` over every epoch of every finished retraining."""
     c = client(uri)
-    values = [m.value for run in child_runs(uri, experiment_id, final_run_id)
+    values = [m.value for run in SearchRuns(uri, experiment_id, final_run_id).children()
               if run.data.tags.get(Tags.STATUS) == "completed"
               for m in c.get_metric_history(run.info.run_id, TIME_EPOCH_S)]
     return statistics.fmean(values) if values else None

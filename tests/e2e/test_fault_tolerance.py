@@ -200,20 +200,20 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     import optuna
     from mlflow import MlflowClient
 
-    from skd_ray.results.tracking import finish_trial_run, start_search_run, start_trial_run
+    from skd_ray.results.tracking import SearchRuns
     from skd_ray.search.driver import close_abandoned
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp_id, parent = start_search_run(uri, "abandoned", "search", {}, {})
-    done = start_trial_run(uri, exp_id, parent, "t_done", "t_done", {"optim.lr": 0.1}, {})
-    finish_trial_run(uri, done, "completed")
-    orphan = start_trial_run(uri, exp_id, parent, "t_orphan", "t_orphan", {"optim.lr": 0.2}, {})
+    runs = SearchRuns.start(uri, "abandoned", "search", {}, {})
+    done = runs.start_trial("t_done", "t_done", {"optim.lr": 0.1}, {})
+    runs.close(done, "completed")
+    orphan = runs.start_trial("t_orphan", "t_orphan", {"optim.lr": 0.2}, {})
     db = tmp_path / "optuna.db"
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}", direction="maximize")
     study.tell(study.ask(), 0.9)
     study.ask()  # RUNNING, never told
 
-    close_abandoned(uri, exp_id, parent, db, "s")
+    close_abandoned(runs, db, "s")
 
     client = MlflowClient(uri)
     run = client.get_run(orphan)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from skd_ray.results.tracking import TrialTracker, finish_trial_run, start_search_run, start_trial_run
+from skd_ray.results.tracking import SearchRuns, TrialTracker
 
 THRESHOLDS = (0.5, 0.9, 0.99)
 # Relative compute of BYOT's exits (standalone) and of reaching the last one with every head.
@@ -64,7 +64,7 @@ def write_fake_search(uri: str, artifacts: Path, experiment: str = "fake",
     from mlflow import MlflowClient
 
     MlflowClient(uri).create_experiment(experiment, artifact_location=(artifacts / experiment).as_uri())
-    exp_id, parent = start_search_run(uri, experiment, f"{experiment}_20250101-000000",
+    runs = SearchRuns.start(uri, experiment, f"{experiment}_20250101-000000",
                                       {"skd.space": "search_spaces/all.yaml", "skd.methods": "byot,vanilla,srdl"},
                                       {"search.num_samples": len(trials), "search.seed": 0,
                                        "fixed.data.name": "digits", "fixed.train.epochs": 3})
@@ -73,11 +73,11 @@ def write_fake_search(uri: str, artifacts: Path, experiment: str = "fake",
         if trial.alpha is not None:
             flat["method.alpha"] = trial.alpha
             flat["method.exits"] = [1, 2]
-        run_id = start_trial_run(uri, exp_id, parent, trial.name, trial.name, flat,
-                                 {"skd.method": trial.method, "skd.trial_name": trial.name})
+        run_id = runs.start_trial(trial.name, trial.name, flat,
+                                  {"skd.method": trial.method, "skd.trial_name": trial.name})
         tracker = TrialTracker(uri, run_id)
         for epoch in range(1, len(trial.val_acc) + 1):
             tracker.log_epoch(epoch, epoch_metrics(trial, epoch))
-        finish_trial_run(uri, run_id, trial.status, "loss became nan" if trial.status == "failed" else None)
-    finish_trial_run(uri, parent, "completed")
-    return parent
+        runs.close(run_id, trial.status, "loss became nan" if trial.status == "failed" else None)
+    runs.close(None, "completed")
+    return runs.parent_run_id

@@ -12,7 +12,7 @@ import torch
 
 from skd_ray.data import build_loader
 from skd_ray.errors import SkdError
-from skd_ray.results.tracking import TrialTracker, finish_trial_run, start_search_run, start_trial_run
+from skd_ray.results.tracking import SearchRuns, TrialTracker
 from skd_ray.selection.export import ExportRequest, export_best, load_best_method
 from skd_ray.training.engine import evaluate_split, fit
 from skd_ray.training.resolve import resolve_config
@@ -31,12 +31,12 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("export")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg = resolve_config(FLAT)
-    exp_id, parent = start_search_run(uri, EXPERIMENT, "export-test_20250101-000000", {}, {})
-    run_id = start_trial_run(uri, exp_id, parent, "trial-0", "trial-0", cfg.to_flat(),
-                             {"skd.trial_name": "trial-0", "skd.method": "byot"})
+    runs = SearchRuns.start(uri, EXPERIMENT, "export-test_20250101-000000", {}, {})
+    run_id = runs.start_trial("trial-0", "trial-0", cfg.to_flat(),
+                              {"skd.trial_name": "trial-0", "skd.method": "byot"})
     final = fit(cfg, LocalSession("cpu", TrialTracker(uri, run_id), echo=False))
-    finish_trial_run(uri, run_id, "completed")
-    finish_trial_run(uri, parent, "completed")
+    runs.close(run_id, "completed")
+    runs.close(None, "completed")
     return {"root": root, "uri": uri, "run_id": run_id, "cfg": cfg, "final": final}
 
 
