@@ -65,7 +65,7 @@ def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None)
 def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
     """All child runs of a search, best validation accuracy first."""
     runs = client(uri).search_runs([experiment_id],
-                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                   filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'",
                                    max_results=5000)
     rows = []
     for run in runs:

@@ -34,6 +34,11 @@ class Tags:
     SOURCE_TRIAL = "skd.source_trial"
     SOURCE_RUN_ID = "skd.source_run_id"
     CONFIG_RANK = "skd.config_rank"
+    BEST_RUN_ID = "skd.best_run_id"  # on a search's run: its best trial's run
+    BEST_TRIAL = "skd.best_trial"  # on a search's run: its best trial's number (t03)
+    BEST_VALUE_PREFIX = "skd.best."  # skd.best.<searched key>: the best trial's value
+    LOG_PARAMS = "skd.log_params"  # the space's log-scaled keys, comma-separated (plots use log axes)
+    NOTE = "mlflow.note.content"  # MLflow's run description (Markdown)
     RESTARTS = "skd.restarts"  # starts of a trial from a checkpoint (Tune retry or --resume)
     COMPARE_RUN_ID = "skd.compare_run_id"  # on a comparison's searches and final evaluations
     COMPARE_METHOD = "skd.compare_method"  # which method of the comparison that run is for

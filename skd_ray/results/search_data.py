@@ -17,7 +17,6 @@ from skd_ray.training.early_exit import Tradeoff, tradeoff_from_metrics
 from skd_ray.training.metrics import VAL_ACC, is_evaluation
 
 OBJECTIVE = VAL_ACC  # what searches select on (validation accuracy of the deployable network)
-LOG_PARAMS_TAG = "skd.log_params"  # the space's log-scaled keys, comma-separated (set by the search)
 SEARCH_TAGS = (Tags.SPACE, Tags.METHODS, Tags.GIT_COMMIT)
 
 
@@ -69,8 +68,8 @@ def load_search_data(uri: str, experiment: str, parent_run_id: str | None = None
     data = SearchData(experiment, parent.info.run_name or parent.info.run_id, parent.info.run_id,
                       tags.get(Tags.STATUS, parent.info.status.lower()), dict(parent.data.params),
                       {k: tags[k] for k in SEARCH_TAGS if k in tags}, rows)
-    if LOG_PARAMS_TAG in tags:
-        data.log_params = {k for k in tags[LOG_PARAMS_TAG].split(",") if k}
+    if Tags.LOG_PARAMS in tags:
+        data.log_params = {k for k in tags[Tags.LOG_PARAMS].split(",") if k}
     for row in data.scored()[:top_n]:
         data.curves[row.name] = [(m.step, m.value) for m in _history(uri, row.run_id, OBJECTIVE)]
     data.tradeoff = best_tradeoff(uri, data.scored())

@@ -32,10 +32,6 @@ from skd_ray.training.metrics import (
     trials_with_status,
 )
 
-NOTE_TAG = "mlflow.note.content"  # MLflow's run description (Markdown)
-BEST_RUN_TAG = "skd.best_run_id"
-BEST_TRIAL_TAG = "skd.best_trial"
-BEST_VALUE_PREFIX = "skd.best."  # skd.best.<searched key>: the best trial's value
 STATUSES = ("completed", "early_stopped", "failed", "interrupted", "running")
 SHORT_NAMES = {"temperature": "T"}
 NAME_VALUES = 3  # searched values shown in a trial's run name
@@ -120,7 +116,7 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
     c = client(uri)
     rows = trial_rows(uri, experiment_id, parent_run_id)
     runs = {r.info.run_id: r for r in c.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)}
+        [experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'", max_results=5000)}
     for row in rows:
         run = runs.get(row.run_id)
         trial_id = run.data.tags.get(Tags.TRIAL_ID, "") if run else ""
@@ -130,7 +126,7 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         c.update_run(row.run_id, name=trial_run_name(label, method, values, row.status, row.epochs))
         c.log_batch(row.run_id, tags=[
             RunTag(Tags.TRIAL_NAME, label),
-            RunTag(NOTE_TAG, trial_description(label, row, max_epochs, best_epoch_of(uri, row.run_id), values))])
+            RunTag(Tags.NOTE, trial_description(label, row, max_epochs, best_epoch_of(uri, row.run_id), values))])
         row.name = label
     counts = Counter(r.status for r in rows)
     ran = [r for r in rows if r.epochs > 0]
@@ -147,10 +143,10 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         summary.searched = searched_values(top, searched_keys)
         metrics[BEST_VAL_ACC] = top.best_val_acc
         metrics.update({best(acc("val", e)): v for e, v in top.exit_acc.items()})
-        tags[BEST_RUN_TAG] = top.run_id
-        tags[BEST_TRIAL_TAG] = top.name
-        tags.update({BEST_VALUE_PREFIX + k: show(v) for k, v in summary.searched.items()})
-    tags[NOTE_TAG] = search_description(search_name, experiment_id, summary, max_epochs, study)
+        tags[Tags.BEST_RUN_ID] = top.run_id
+        tags[Tags.BEST_TRIAL] = top.name
+        tags.update({Tags.BEST_VALUE_PREFIX + k: show(v) for k, v in summary.searched.items()})
+    tags[Tags.NOTE] = search_description(search_name, experiment_id, summary, max_epochs, study)
     c.log_batch(parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
                 tags=[RunTag(k, v) for k, v in tags.items()])
     return summary

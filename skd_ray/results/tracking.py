@@ -191,7 +191,7 @@ class SearchRuns:
         """The child run already created for Ray trial `trial_id` (a restarted trial reuses it)."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{Tags.TRIAL_ID}` = '{trial_id}' and tags.`mlflow.parentRunId` = "
+            filter_string=f"tags.`{Tags.TRIAL_ID}` = '{trial_id}' and tags.`{Tags.PARENT_RUN_ID}` = "
                           f"'{self.parent_run_id}'",
             max_results=1,
         )
@@ -204,7 +204,7 @@ class SearchRuns:
             self.reopen(existing)
             return existing
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-            "mlflow.parentRunId": self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
+            Tags.PARENT_RUN_ID: self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
             Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
         run_id = run.info.run_id
         log_params(self.uri, run_id, flat_config)
@@ -214,7 +214,7 @@ class SearchRuns:
     def children(self) -> list[Any]:
         """Every child run (the trials of a search, the retrainings of a final evaluation)."""
         return self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+                                       filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{self.parent_run_id}'",
                                        max_results=5000)
 
     def open_trials(self) -> list[str]:

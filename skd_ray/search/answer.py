@@ -14,6 +14,7 @@ from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.numbering import NUMBERS, label
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import SearchSpace
+from skd_ray.search.state_files import STUDY_FILE
 
 
 class TrialRunLabels(tune.Callback):
@@ -54,7 +55,7 @@ def write_summary(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns
         labels = {trial_id: label(trial_id) for trial_id in list(NUMBERS)}
         summary = summarise_search(runs.uri, runs.experiment_id, runs.parent_run_id, name, max_epochs,
                                    [p.key for p in req.space.params], labels,
-                                   f"{exp_dir / 'optuna.db'} (study {name})")
+                                   f"{exp_dir / STUDY_FILE} (study {name})")
     except Exception as err:  # noqa: BLE001
         first = (str(err).strip().splitlines() or [""])[0][:300]
         print(f"warning: the search's MLflow summary is incomplete ({type(err).__name__}: {first})")

@@ -16,7 +16,6 @@ from ray import tune
 from skd_ray.errors import DiskFull, SkdError, is_disk_full
 from skd_ray.results.artifacts import log_search_plots
 from skd_ray.results.names import Tags
-from skd_ray.results.search_data import LOG_PARAMS_TAG
 from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.answer import TrialRunLabels, write_summary
 from skd_ray.search.autoscaler import plan_search
@@ -33,7 +32,7 @@ from skd_ray.search.progress import SearchProgress
 from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state import STATE_FILE, read_state, safe_name, write_state
 from skd_ray.search.state_backup import BackUpTuneState
-from skd_ray.search.state_files import back_up_tune_state
+from skd_ray.search.state_files import STUDY_FILE, back_up_tune_state
 from skd_ray.search.trial import run_trial
 from skd_ray.search.trial_job import TrialSettings
 from skd_ray.search.waiting import ResultsAreProgress, raise_if_gave_up, watch_search
@@ -83,7 +82,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         runs = SearchRuns.start(
             req.tracking_uri, req.experiment, name,
             {Tags.SPACE: req.space.path, Tags.METHODS: ",".join(req.space.methods()),
-             LOG_PARAMS_TAG: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
+             Tags.LOG_PARAMS: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
             {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
              "search.cpus_per_worker": req.cpus_per_worker, "search.gpus_per_worker": req.gpus_per_worker,
              "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,
@@ -98,7 +97,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             outcome = tune_and_close(req, exp_dir, name, runs, concurrency, max_epochs)
     except BaseException as err:
         # Whatever ends the search here (a bug, Ctrl-C, a full disk), its runs get a final status.
-        close_search(runs, exp_dir / "optuna.db", name, err)
+        close_search(runs, exp_dir / STUDY_FILE, name, err)
         raise
     raise_if_gave_up(name)  # closed as interrupted above; now the one error line
     return outcome
@@ -134,7 +133,7 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRun
             runs.close(run_id, "interrupted")
         runs.close(None, "interrupted")
     else:
-        close_abandoned(runs, exp_dir / "optuna.db", name)
+        close_abandoned(runs, exp_dir / STUDY_FILE, name)
         runs.close(None, "completed" if not results.num_errors else "completed_with_errors")
     write_summary(req, exp_dir, name, runs, max_epochs)  # never raises
     log_search_plots(runs.uri, req.experiment, runs.parent_run_id)  # never raises: prints a warning instead
@@ -250,7 +249,7 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     searcher = SkdOptunaSearch(
         runs=runs, max_epochs=max_epochs, space=req.space.define_by_run, metric=metric, mode=mode,
         points_to_evaluate=[req.space.default_point()] if req.start_from_defaults else None, sampler=sampler,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"), study_name=name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / STUDY_FILE}"), study_name=name,
     )
     if req.objectives or not req.early_stopping:
         return searcher, None

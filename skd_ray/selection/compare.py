@@ -301,7 +301,7 @@ def record_comparison(state: CompareState, rows: list[MethodRow]) -> None:
     with tempfile.TemporaryDirectory(prefix="skd_compare_") as tmp:
         out = write_files(state_payload(state), rows, Path(tmp))
         c.log_artifacts(state.parent_run_id, str(out))
-    c.set_tag(state.parent_run_id, "mlflow.note.content", description(state, rows))
+    c.set_tag(state.parent_run_id, Tags.NOTE, description(state, rows))
     log_params(state.tracking_uri, state.parent_run_id,
                {f"best.{r.method}.{k}": v for r in rows for k, v in r.result.get("params", {}).items()})
 

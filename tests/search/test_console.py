@@ -14,7 +14,7 @@ from skd_ray.cli.common import browse_command, runs_table_url
 from skd_ray.cli.main import build_parser
 from skd_ray.cli.search import verbosity_of
 from skd_ray.results.names import Tags
-from skd_ray.results.summary import NOTE_TAG, summarise_search, trial_run_name
+from skd_ray.results.summary import summarise_search, trial_run_name
 from skd_ray.search import numbering
 from skd_ray.search.console import NORMAL, QUIET, VERBOSE, ray_logs_to_file, tune_verbosity
 from skd_ray.search.optuna_study import objective_metric
@@ -146,8 +146,8 @@ def test_parent_run_summarises_the_search(tmp_path: Path) -> None:
     best_run = tags["skd.best_run_id"]
     assert c.get_run(best_run).data.tags[Tags.TRIAL_NAME] == tags["skd.best_trial"] == summary.best.name
     assert tags["skd.best.method.alpha"] == "0.3" and tags["skd.best.optim.lr"] == "0.05"
-    assert f"#/experiments/{exp_id}/runs/{best_run}" in tags[NOTE_TAG]
+    assert f"#/experiments/{exp_id}/runs/{best_run}" in tags[Tags.NOTE]
     children = c.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
     names = {r.info.run_name for r in children}
     assert any(n.endswith("[ASHA@2]") for n in names) and any(n.endswith("[failed]") for n in names)
-    assert all(r.data.tags[NOTE_TAG].startswith("Trial **") for r in children)
+    assert all(r.data.tags[Tags.NOTE].startswith("Trial **") for r in children)
