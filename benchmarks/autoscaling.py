@@ -20,22 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(0, str(REPO))  # the simulated cluster is the tests' helper
 
-from fake_cluster import FakeCluster  # noqa: E402
+from trial_overhead import write_space  # noqa: E402  (same short vanilla search; benchmarks/ is on sys.path)
 
-
-def write_space(path: Path, epochs: int) -> Path:
-    path.write_text(yaml.safe_dump({
-        "description": "autoscaling benchmark",
-        "fixed": {"method": "vanilla", "data.name": "digits", "model.backbone": "resnet_small",
-                  "model.width": 8, "train.epochs": epochs, "train.batch_size": 64},
-        "params": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True, "default": 0.05}},
-    }))
-    return path
+from tests.helpers.fake_cluster import FakeCluster  # noqa: E402
 
 
 def measure(nodes: int, trials: int, epochs: int, root: Path, idle_minutes: float) -> dict[str, float]:
