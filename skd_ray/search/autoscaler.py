@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.search.cluster import plan_concurrency
+from skd_ray.search.cluster import cap_concurrency, plan_concurrency
 from skd_ray.search.request import SearchRequest
 
 READONLY_NODE_TYPE = re.compile(r"^node_[0-9a-f]{56}$")
@@ -174,9 +174,7 @@ def plan_on_node_types(view: AutoscalerView, req: SearchRequest) -> int:
             f"node types holds that: {shown}",
             "lower --workers-per-trial, --cpus-per-worker or --gpus-per-worker, or add a node type that fits "
             "(available_node_types in the cluster config)")
-    if req.max_concurrent:
-        limit = min(limit, req.max_concurrent)
-    return max(1, min(limit, req.num_samples))
+    return cap_concurrency(limit, req)
 
 
 def format_resources(resources: dict[str, float]) -> str:

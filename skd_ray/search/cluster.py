@@ -27,6 +27,11 @@ def plan_concurrency(cluster: dict[str, float], req: SearchRequest) -> int:
             f" = {need_cpu:g} CPU, {need_gpu:g} GPU but the cluster has {have_cpu:g} CPU, {have_gpu:g} GPU",
             "lower --workers-per-trial, --cpus-per-worker or --gpus-per-worker, or add nodes",
         )
+    return cap_concurrency(limit, req)
+
+
+def cap_concurrency(limit: int, req: SearchRequest) -> int:
+    """`limit` trials at once, capped by --max-concurrent and the number of trials, at least one."""
     if req.max_concurrent:
         limit = min(limit, req.max_concurrent)
     return max(1, min(limit, req.num_samples))
