@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.runs import wait_for, wait_until_gone
+from tests.helpers.runs import interrupt, wait_for, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -56,12 +56,7 @@ def test_compare_interrupted_then_resumed(cli, tmp_path: Path) -> None:
     wait_for(lambda: json.loads(state_file(storage).read_text())["steps"][0]["search_done"], proc, log, 240,
              "vanilla's finished search")
     wait_for(lambda: tfd_trial_running(uri), proc, log, 120, "a trial of tfd's search")
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except Exception:
-        pytest.fail(f"the comparison did not stop on SIGINT:\n{log.read_text()[-5000:]}")
-    output = log.read_text()
+    output = interrupt(proc, log, "the comparison")
     assert proc.returncode == 130, output[-5000:]
     assert f"continue with --resume --experiment {EXPERIMENT}" in output
     state = json.loads(state_file(storage).read_text())

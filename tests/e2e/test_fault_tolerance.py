@@ -19,6 +19,7 @@ from tests.helpers.runs import (
     children,
     cmdline,
     descendants,
+    interrupt,
     steps,
     train_workers,
     wait_for,
@@ -240,12 +241,7 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(cli, tmp_pat
     uri = cli.mlflow_uri
     run = wait_for(lambda: (runs := children(uri, "ctrlc")) and steps(uri, runs[0].info.run_id) and runs[0],
                    proc, log, 240, "a logged epoch")
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except Exception:
-        pytest.fail(f"the search did not stop on SIGINT:\n{log.read_text()[-5000:]}")
-    output = log.read_text()
+    output = interrupt(proc, log, "the search")
     assert proc.returncode == 130, output[-5000:]
     assert "continue with --resume" in output
     client = MlflowClient(uri)

@@ -123,3 +123,14 @@ def check_resumed_history(history: list[tuple[int, int]], cut_ms: int, last_epoc
     assert all(counts[s] == 1 for s in counts if s <= resumed_from), history
     assert all(c <= 2 for c in counts.values()), history
     return resumed_from
+
+
+def interrupt(proc: Any, log: Path, what: str) -> str:
+    """Ctrl-C as a terminal sends it (SIGINT to the process group); returns the output once
+    `what` (the search, the comparison) has stopped, and fails when it does not stop."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except Exception:
+        pytest.fail(f"{what} did not stop on SIGINT:\n{log.read_text()[-5000:]}")
+    return log.read_text()
