@@ -12,15 +12,36 @@ may sit on the very disk that just filled up, and the original error is what the
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
-from skd_ray.errors import is_disk_full
+from skd_ray.errors import DiskFull, is_disk_full
 from skd_ray.results.tracking import SearchRuns
 
 
 def ending_status(err: BaseException) -> str:
     """`interrupted` for what `--resume` can continue (Ctrl-C, full disk), else `failed`."""
     return "interrupted" if isinstance(err, KeyboardInterrupt) or is_disk_full(err) else "failed"
+
+
+def storage_full(storage: str) -> bool:
+    """Less than 1 MiB free where the search's files go: too little for Tune's next save."""
+    try:
+        return shutil.disk_usage(storage).free < 1024**2
+    except OSError:
+        return False
+
+
+def blame_full_storage(err: BaseException, storage: str, search_name: str) -> BaseException:
+    """`err`, or a `DiskFull` to raise in its place when the search's storage is full: Ray
+    then fails reading back a file the full disk cut short (a trial's pickled error, Tune's
+    state: EOFError, UnpicklingError, JSONDecodeError), and closing the search as failed on
+    that would make a search that `--resume` can continue look finished."""
+    if is_disk_full(err) or isinstance(err, KeyboardInterrupt) or not storage_full(storage):
+        return err
+    return DiskFull(f"search {search_name} stopped with its storage {storage} full (No space left on device; "
+                    f"Ray then failed with {type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+                    "the search is interrupted")
 
 
 def reason_of(err: BaseException) -> str:

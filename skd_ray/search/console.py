@@ -71,4 +71,5 @@ def ray_logs_to_file(log_file: Path, verbosity: int) -> Iterator[Path | None]:
             for h in handlers:
                 logger.addHandler(h)
             logger.propagate = propagate
-        handler.close()
+        with contextlib.suppress(OSError):  # a full disk must not replace the search's own error
+            handler.close()

@@ -6,7 +6,6 @@ from what the cluster has and what one trial needs (`skd_ray.search.cluster`).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.answer import TrialRunLabels, write_summary
 from skd_ray.search.autoscaler import plan_search
 from skd_ray.search.callbacks import ChildRunStatus
-from skd_ray.search.closing import close_search
+from skd_ray.search.closing import blame_full_storage, close_search, storage_full
 from skd_ray.search.cluster import connect_ray, stop_on_sigterm
 from skd_ray.search.console import QUIET, VERBOSE, tune_verbosity
 from skd_ray.search.executors import CHECKPOINTS_KEPT
@@ -97,8 +96,11 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             outcome = tune_and_close(req, exp_dir, name, runs, concurrency, max_epochs)
     except BaseException as err:
         # Whatever ends the search here (a bug, Ctrl-C, a full disk), its runs get a final status.
-        close_search(runs, exp_dir / STUDY_FILE, name, err)
-        raise
+        blamed = blame_full_storage(err, req.storage, name)
+        close_search(runs, exp_dir / STUDY_FILE, name, blamed)
+        if blamed is err:
+            raise
+        raise blamed from err
     raise_if_gave_up(name)  # closed as interrupted above; now the one error line
     return outcome
 
@@ -177,14 +179,6 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, co
                     checkpoint_score_order=req.space.mode)),
         )
     return tuner.fit()
-
-
-def storage_full(storage: str) -> bool:
-    """Less than 1 MiB free where the search's files go: too little for Tune's next save."""
-    try:
-        return shutil.disk_usage(storage).free < 1024**2
-    except OSError:
-        return False
 
 
 def unfinished_trials(exp_dir: Path) -> int:

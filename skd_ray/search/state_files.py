@@ -117,11 +117,11 @@ def check_study(path: Path, study_name: str) -> None:
 
 def back_up_tune_state(directory: Path) -> bool:
     """Copy the current Tune state set to the backup folder when every file of it is intact;
-    returns whether it did. A copy that fails (full disk) leaves the previous one in place."""
-    try:
-        check_tune_state(directory)
-    except SkdError:
-        return False
+    returns whether it did. A copy that fails (full disk) leaves the previous one in place.
+
+    The copy is checked, not the originals: Ray Tune writes its state in a local staging
+    folder and a background thread copies it into the search's folder, so a file that was
+    whole when checked can be half rewritten by the time it is copied."""
     backup = directory / BACKUP_DIR
     staging = directory / (BACKUP_DIR + ".new")
     try:
@@ -129,13 +129,14 @@ def back_up_tune_state(directory: Path) -> bool:
         staging.mkdir()
         for path in tune_state_files(directory):
             shutil.copy2(path, staging / path.name)
+        check_tune_state(staging)
         old = directory / (BACKUP_DIR + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if backup.exists():
             os.replace(backup, old)
         os.replace(staging, backup)
         shutil.rmtree(old, ignore_errors=True)
-    except OSError:
+    except (OSError, SkdError):
         shutil.rmtree(staging, ignore_errors=True)
         return False
     return True

@@ -53,7 +53,7 @@ def test_full_disk_interrupts_then_resume_completes(cli, small_disk: Path) -> No
     assert resumed.returncode == 0, resumed.stdout[-4000:]
     ended = statuses(cli.mlflow_uri, "full")
     parent = [s for name, s in ended.items() if name.startswith("full_")]
-    assert parent == ["completed"], ended
+    assert parent == ["completed"], (ended, first.stdout[-3000:], resumed.stdout[-3000:])
     assert not {"running", "interrupted"} & set(ended.values()), ended
     print(lines[0], ended, sep="\n")  # shown with -s
     # A damaged Optuna study: the resume is refused, names the file, and changes nothing.
