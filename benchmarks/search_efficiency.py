@@ -33,11 +33,12 @@ from typing import Any
 
 import yaml
 
-from skd_ray.results.tracking import client
+from skd_ray.results.tracking import client, metric_history
 from skd_ray.search.cluster import connect_ray
 from skd_ray.search.driver import run_search
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
+from skd_ray.training.metrics import VAL_ACC
 
 TOLERANCE = 0.005  # 0.5 points of accuracy
 
@@ -81,8 +82,8 @@ def epoch_log(uri: str, experiment_id: str, parent_run_id: str) -> tuple[list[tu
     mlflow = client(uri)
     runs = mlflow.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     points = [(m.timestamp, m.value, run.info.run_id)
-              for run in runs for m in mlflow.get_metric_history(run.info.run_id, "val_acc")]
-    waits = [m.value for run in runs for m in mlflow.get_metric_history(run.info.run_id, "time_data_frac")]
+              for run in runs for m in metric_history(uri, run.info.run_id, VAL_ACC)]
+    waits = [m.value for run in runs for m in metric_history(uri, run.info.run_id, "time_data_frac")]
     return sorted(points), waits
 
 

@@ -32,11 +32,12 @@ from typing import Any
 import yaml
 from ray import tune
 
-from skd_ray.results.tracking import client
+from skd_ray.results.tracking import client, metric_history
 from skd_ray.search.cluster import connect_ray
 from skd_ray.search.driver import run_search
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
+from skd_ray.training.metrics import TIME_EPOCH_S, TIME_STARTUP_S
 
 
 class TrialClock(tune.Callback):
@@ -80,8 +81,8 @@ def measure(name: str, space_path: Path, root: Path, trials: int, workers: int, 
     rows = []
     for run in runs:
         trial_id = run.data.tags["skd.ray_trial_id"]
-        startup = mlflow.get_metric_history(run.info.run_id, "time_startup_s")
-        epochs = mlflow.get_metric_history(run.info.run_id, "time_epoch_s")
+        startup = metric_history(uri, run.info.run_id, TIME_STARTUP_S)
+        epochs = metric_history(uri, run.info.run_id, TIME_EPOCH_S)
         first_step = run.info.start_time / 1000 + startup[0].value
         rows.append({"start": clock.started[trial_id], "startup": first_step - clock.started[trial_id],
                      "train": sum(m.value for m in epochs), "last": clock.last_result[trial_id]})

@@ -108,11 +108,14 @@ def final_evaluation(args: argparse.Namespace, uri: str, experiment: str) -> int
 
 
 def search_objectives(args: argparse.Namespace, space: Any) -> list[tuple[str, str]]:
-    """The objectives of a --multi-objective search (checked against the space), else []."""
+    """The objectives of a --multi-objective search (checked against the space), else [].
+    The space's trials then chart the early-exit policy at that threshold in MLflow, where the
+    Pareto front is read from."""
     if not args.multi_objective:
         return []
     threshold = args.compute_threshold if args.compute_threshold is not None else DEFAULT_THRESHOLD
     check_multi_objective(space, threshold)
+    space.fixed["eval.chart_threshold"] = threshold
     return objectives(threshold)
 
 

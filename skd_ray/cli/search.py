@@ -47,7 +47,8 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
     print(f"debug: {cfg.method} on {cfg.data.name} ({cfg.model.backbone}), {cfg.train.epochs} epochs, in-process")
     start = time.perf_counter()
     try:
-        fit(cfg, LocalSession(cfg.train.device, TrialTracker(uri, run_id), total_epochs=cfg.train.epochs))
+        tracker = TrialTracker(uri, run_id, chart_threshold=cfg.eval.charted_threshold())
+        fit(cfg, LocalSession(cfg.train.device, tracker, total_epochs=cfg.train.epochs))
     except BaseException as err:  # any ending (Ctrl-C, a bug, a full disk) closes both runs
         status, reason = ending_status(err), reason_of(err)
         for run in (run_id, runs.parent_run_id):

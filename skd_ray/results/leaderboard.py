@@ -13,8 +13,8 @@ from typing import Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import client
-from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, exit_accuracies
+from skd_ray.results.tracking import client, constants_of, trial_params
+from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, exit_accuracies, from_logged
 
 # Statuses of trials that may be chosen as a search's best configuration.
 SELECTABLE_STATUSES = ("completed", "early_stopped")
@@ -64,17 +64,18 @@ def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None)
 
 def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
     """All child runs of a search, best validation accuracy first."""
-    runs = client(uri).search_runs([experiment_id],
-                                   filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'",
-                                   max_results=5000)
+    c = client(uri)
+    runs = c.search_runs([experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'",
+                         max_results=5000)
+    constants = constants_of(c.get_run(parent_run_id).data.params)
     rows = []
     for run in runs:
-        m = run.data.metrics
+        m = from_logged(run.data.metrics)
         exits = exit_accuracies(m, BEST_VAL_ACC)
         rows.append(TrialRow(run.data.tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
                              run.info.run_id, run.data.tags.get(Tags.STATUS, run.info.status.lower()),
                              int(m.get(EPOCH, 0)), float(m.get(BEST_VAL_ACC, float("nan"))),
-                             exits, dict(run.data.params), int(run.info.start_time or 0)))
+                             exits, trial_params(run.data.params, constants), int(run.info.start_time or 0)))
     # Ties go to the trial started first, as Optuna's best trial does (the lowest number).
     rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc, -r.start_time), reverse=True)
     return rows

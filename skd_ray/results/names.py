@@ -52,6 +52,7 @@ class Artifacts:
 
     BEST_CHECKPOINT = "best_checkpoint.pt"  # a trial's best epoch: deployable weights + method state
     CONFIG = "config.json"  # a trial's resolved flat config
+    EARLY_EXIT_SWEEP = "early_exit_sweep.json"  # a trial's early-exit policy at every threshold, per epoch
     PLOTS_DIR = "plots"  # a search's plots, on its parent run
     COMPARE_JSON = "comparison.json"  # a comparison's numbers, on its run (what reports read back)
     COMPARE_MD = "comparison.md"

@@ -12,9 +12,9 @@ from typing import Any
 
 from skd_ray.results.leaderboard import TrialRow, find_search_run, trial_rows
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import client
+from skd_ray.results.tracking import client, early_exit_sweep, metric_history
 from skd_ray.training.early_exit import Tradeoff, tradeoff_from_metrics
-from skd_ray.training.metrics import VAL_ACC, is_evaluation
+from skd_ray.training.metrics import VAL_ACC, is_evaluation, reported_name, sweep_metrics
 
 OBJECTIVE = VAL_ACC  # what searches select on (validation accuracy of the deployable network)
 SEARCH_TAGS = (Tags.SPACE, Tags.METHODS, Tags.GIT_COMMIT)
@@ -97,17 +97,23 @@ def metrics_at_best_epoch(uri: str, run_id: str) -> tuple[dict[str, float], int]
     if not history:
         return {}, 0
     best = max(history, key=lambda m: (m.value, -m.step))
-    keys = [k for k in client(uri).get_run(run_id).data.metrics if is_evaluation(k, "val")]
     out: dict[str, float] = {}
-    for key in keys:
-        values = {m.step: m.value for m in _history(uri, run_id, key)}
+    c = client(uri)
+    for name in c.get_run(run_id).data.metrics:
+        key = reported_name(name)
+        if not is_evaluation(key, "val"):
+            continue
+        values = {m.step: m.value for m in sorted(c.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
         if best.step in values:
             out[key] = values[best.step]
+    # The early-exit sweep at the other thresholds is a table, not metrics (older searches: metrics).
+    sweep = sweep_metrics(early_exit_sweep(uri, run_id), best.step)
+    out.update({k: v for k, v in sweep.items() if is_evaluation(k, "val")})
     return out, best.step
 
 
 def _history(uri: str, run_id: str, key: str) -> list[Any]:
     """One point per epoch, in epoch order; an epoch logged twice (a trial restarted from its
     checkpoint re-trains it) keeps its latest value."""
-    latest = {m.step: m for m in sorted(client(uri).get_metric_history(run_id, key), key=lambda m: m.timestamp)}
+    latest = {m.step: m for m in sorted(metric_history(uri, run_id, key), key=lambda m: m.timestamp)}
     return [latest[step] for step in sorted(latest)]

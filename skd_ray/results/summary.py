@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, trial_rows
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import client
+from skd_ray.results.tracking import client, metric_history
 from skd_ray.training.metrics import (
     BEST_VAL_ACC,
     EPOCHS_SAVED_FRACTION,
@@ -29,6 +29,7 @@ from skd_ray.training.metrics import (
     EPOCHS_WITHOUT_EARLY_STOP,
     acc,
     best,
+    logged_name,
     trials_with_status,
 )
 
@@ -98,7 +99,7 @@ def trial_description(label: str, row: TrialRow, max_epochs: int, best_epoch: in
 
 def best_epoch_of(uri: str, run_id: str) -> int | None:
     """The first epoch with the run's best val_acc (the epoch of its best checkpoint)."""
-    history = client(uri).get_metric_history(run_id, acc("val"))
+    history = metric_history(uri, run_id, acc("val"))
     if not history:
         return None
     top = max(m.value for m in history)
@@ -147,7 +148,8 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         tags[Tags.BEST_TRIAL] = top.name
         tags.update({Tags.BEST_VALUE_PREFIX + k: show(v) for k, v in summary.searched.items()})
     tags[Tags.NOTE] = search_description(search_name, experiment_id, summary, max_epochs, study)
-    c.log_batch(parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+    # Under the trials' MLflow names: the runs table lines the parent up with its trials.
+    c.log_batch(parent_run_id, metrics=[Metric(logged_name(k) or k, v, 0, 0) for k, v in metrics.items()],
                 tags=[RunTag(k, v) for k, v in tags.items()])
     return summary
 

@@ -11,11 +11,13 @@ import json
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Artifacts, Tags
+from skd_ray.training.metrics import SWEEP_COLUMNS, logged_name, mlflow_names, sweep_rows
 
 
 def default_tracking_uri() -> str:
@@ -23,9 +25,15 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+CONSTANT_PARAM = "config."  # prefix of a search's constants on its parent run
+
+
 def client(uri: str) -> Any:
     from mlflow import MlflowClient
 
+    # MLflow draws a progress bar for every artifact it downloads (one per epoch for the
+    # early-exit table it appends to): noise in a trial's log. A user's own setting wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return MlflowClient(tracking_uri=uri)
 
 
@@ -144,6 +152,18 @@ def param_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def constants_of(parent_params: dict[str, str]) -> dict[str, str]:
+    """The constants a search's parent run holds (`config.<key>`), by config key."""
+    return {k.removeprefix(CONSTANT_PARAM): v for k, v in parent_params.items() if k.startswith(CONSTANT_PARAM)}
+
+
+def trial_params(params: dict[str, str], constants: dict[str, str]) -> dict[str, str]:
+    """A trial's whole flat config as params: the search's constants, then what the trial
+    logged (its searched values; every value, for trials logged before the constants moved
+    to the parent)."""
+    return {**constants, **params}
+
+
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
     """Log params once, in batches of 100 (MLflow's per-request limit)."""
     from mlflow.entities import Param
@@ -165,18 +185,27 @@ class SearchRuns:
         self.uri = uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+        # Config values every trial shares, as logged on the parent (`config.<key>`): a trial
+        # logs only the params that differ from them (its searched values).
+        self.constants: dict[str, str] = {}
         self._client: Any = None
 
     @classmethod
     def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str],
-              params: dict[str, Any]) -> SearchRuns:
-        """Create the parent run of a new search (in `experiment`, made if new)."""
+              params: dict[str, Any], constants: dict[str, Any] | None = None) -> SearchRuns:
+        """Create the parent run of a new search (in `experiment`, made if new); `constants`
+        (flat config values all its trials share) are logged on it once, not on every trial."""
         runs = cls(uri, get_or_create_experiment(uri, experiment))
         run = runs.client.create_run(runs.experiment_id, run_name=run_name,
                                      tags={Tags.KIND: "search", Tags.GIT_COMMIT: git_commit(), **tags})
         runs.parent_run_id = run.info.run_id
-        log_params(uri, runs.parent_run_id, params)
+        runs.constants = {k: param_text(v) for k, v in (constants or {}).items()}
+        log_params(uri, runs.parent_run_id, {**params, **{CONSTANT_PARAM + k: v for k, v in runs.constants.items()}})
         return runs
+
+    def load_constants(self) -> None:
+        """Read the constants back from the parent run (a resumed search)."""
+        self.constants = constants_of(self.client.get_run(self.parent_run_id).data.params)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
@@ -207,7 +236,7 @@ class SearchRuns:
             Tags.PARENT_RUN_ID: self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
             Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
         run_id = run.info.run_id
-        log_params(self.uri, run_id, flat_config)
+        log_params(self.uri, run_id, {k: v for k, v in flat_config.items() if self.constants.get(k) != param_text(v)})
         self.client.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), Artifacts.CONFIG)
         return run_id
 
@@ -243,22 +272,59 @@ class SearchRuns:
         self.client.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
 
 
-class TrialTracker:
-    """Per-epoch metric sink for one child run (used by rank 0 and the debugging mode)."""
+def metric_history(uri: str, run_id: str, key: str) -> list[Any]:
+    """MLflow's history of reported metric `key` in a run, under its grouped name or, for a
+    run logged before the grouping, its old one."""
+    c = client(uri)
+    for name in mlflow_names(key):
+        history = c.get_metric_history(run_id, name)
+        if history:
+            return list(history)
+    return []
 
-    def __init__(self, uri: str, run_id: str, artifact_every_best: bool = True) -> None:
+
+def early_exit_sweep(uri: str, run_id: str) -> list[dict[str, Any]]:
+    """The rows of a run's early-exit sweep table (`TrialTracker`), in the order they were
+    logged; [] for a run without one (single-exit methods, searches logged before the table)."""
+    import tempfile
+
+    c = client(uri)
+    if not any(f.path == Artifacts.EARLY_EXIT_SWEEP for f in c.list_artifacts(run_id)):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        table = json.loads(Path(c.download_artifacts(run_id, Artifacts.EARLY_EXIT_SWEEP, tmp)).read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+
+class TrialTracker:
+    """Per-epoch metric sink for one child run (used by rank 0 and the debugging mode).
+
+    Metrics are logged under their grouped MLflow names (`skd_ray.training.metrics.logged_name`),
+    the dynamic early-exit policy only at `chart_threshold`; every epoch's whole threshold sweep
+    is appended to the run's table `early_exit_sweep.json`."""
+
+    def __init__(self, uri: str, run_id: str, artifact_every_best: bool = True,
+                 chart_threshold: float | None = None) -> None:
         self.uri = uri
         self.run_id = run_id
         self.artifact_every_best = artifact_every_best
+        self.chart_threshold = chart_threshold
 
     def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        named = ((logged_name(k, self.chart_threshold), v) for k, v in metrics.items())
+        items = [Metric(name, float(v), now, step) for name, v in named if name is not None]
         c = client(self.uri)
         for i in range(0, len(items), 500):
             _retry(lambda batch=items[i:i + 500]: c.log_batch(self.run_id, metrics=batch))
+        rows = sweep_rows(metrics, step)
+        if rows:
+            columns = {key: [row.get(key, float("nan")) for row in rows] for key in SWEEP_COLUMNS}
+            with warnings.catch_warnings():  # pandas 3 deprecation inside MLflow's table check
+                warnings.simplefilter("ignore")
+                _retry(lambda: c.log_table(self.run_id, columns, Artifacts.EARLY_EXIT_SWEEP))
 
     def log_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag

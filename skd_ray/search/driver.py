@@ -74,6 +74,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         state = read_state(exp_dir)
         runs = SearchRuns(req.tracking_uri, state["experiment_id"], state["parent_run_id"])
         runs.reopen()
+        runs.load_constants()
     else:
         if state_file.exists():
             raise SkdError(f"a search named {name} already exists under {req.storage}",
@@ -84,8 +85,9 @@ def run_search(req: SearchRequest) -> SearchOutcome:
              Tags.LOG_PARAMS: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
             {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
              "search.cpus_per_worker": req.cpus_per_worker, "search.gpus_per_worker": req.gpus_per_worker,
-             "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,
-             **{f"fixed.{k}": v for k, v in req.space.fixed.items()}},
+             "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed},
+            # Final evaluations retrain whole configurations: each run keeps all its params.
+            constants=req.space.constants() if not req.points else None,
         )
     try:
         if not req.resume:

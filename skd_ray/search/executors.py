@@ -56,7 +56,7 @@ class InTrialProcess:
     """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
 
     def train(self, job: TrialJob) -> Trained:
-        tracker = TrialTracker(job.settings.runs.uri, job.run_id)
+        tracker = TrialTracker(job.settings.runs.uri, job.run_id, chart_threshold=job.cfg.eval.charted_threshold())
         session = TuneTrialSession(job.cfg.train.device, tracker, job.started_at)
         try:
             metrics = fit(job.cfg, session)
@@ -94,7 +94,8 @@ class InPool:
 def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     """Ray Train loop on every worker: resolve the config and run the generic engine."""
     cfg = resolve_config(loop_config["flat"])
-    sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
+    sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"],
+                        chart_threshold=cfg.eval.charted_threshold())
     try:
         fit(cfg, RaySession(cfg.train.device, sink, loop_config.get("started_at")))
     except SkdError as err:

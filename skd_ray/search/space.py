@@ -136,6 +136,16 @@ class SearchSpace:
                 point[p.name] = encode(p, p.default)
         return point
 
+    def constants(self) -> dict[str, Any]:
+        """The flat config values every trial of this space shares: the resolved defaults
+        without the searched keys (and, where the method itself is searched, without any
+        `method.*` key: those exist for one method only). Logged once on the search's run."""
+        flat = resolve_config(self.defaults()).to_flat()
+        searched = {p.key for p in self.params}
+        method_searched = "method" in searched
+        return {k: v for k, v in flat.items()
+                if k not in searched and not (method_searched and k.startswith("method."))}
+
     def methods(self) -> list[str]:
         """Methods this space can produce."""
         for p in self.params:

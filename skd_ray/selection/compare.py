@@ -33,6 +33,7 @@ from skd_ray.results.tracking import (
     check_search_run,
     client,
     log_params,
+    metric_history,
 )
 from skd_ray.search.console import RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchRequest
@@ -263,10 +264,9 @@ def method_result(state: CompareState, step: MethodStep, plan: Any, outcome: Any
 
 def epoch_seconds(uri: str, experiment_id: str, final_run_id: str) -> float | None:
     """Mean `time_epoch_s` over every epoch of every finished retraining."""
-    c = client(uri)
     values = [m.value for run in SearchRuns(uri, experiment_id, final_run_id).children()
               if run.data.tags.get(Tags.STATUS) == "completed"
-              for m in c.get_metric_history(run.info.run_id, TIME_EPOCH_S)]
+              for m in metric_history(uri, run.info.run_id, TIME_EPOCH_S)]
     return statistics.fmean(values) if values else None
 
 

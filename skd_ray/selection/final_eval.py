@@ -31,7 +31,7 @@ from skd_ray.selection.final_summary import (
     shared_items,
     summarize,
 )
-from skd_ray.training.metrics import TEST_ACC
+from skd_ray.training.metrics import TEST_ACC, from_logged
 from skd_ray.training.resolve import resolve_config
 
 RANK_KEY = "final.rank"  # Tune config key: which chosen configuration (1 = best)
@@ -143,7 +143,8 @@ def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: lis
                            (Tags.SOURCE_RUN_ID, source.run_id)):
             c.set_tag(run.info.run_id, key, value)
         completed = run.data.tags.get(Tags.STATUS) == "completed"
-        results.append((rank, int(run.data.params[SEED_KEY]), run.data.metrics.get(TEST_ACC) if completed else None))
+        test_acc = from_logged(run.data.metrics).get(TEST_ACC) if completed else None
+        results.append((rank, int(run.data.params[SEED_KEY]), test_acc))
     return results
 
 

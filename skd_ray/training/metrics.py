@@ -8,7 +8,9 @@ Shape of the names: `<split>_acc` is the deployable network's accuracy on a spli
 `test`), `<split>_acc.<answer>` one exit's (`exit1`, ...), the ensemble's or the dynamic
 early-exit policy's at one threshold (`dynamic_t0.95`), `<split>_compute.<answer>` the
 relative compute of that answer, `best_<key>` the best value of `<key>` so far, and
-`train_<term>` the epoch mean of a loss term (`train_loss` is the total).
+`train_<term>` the epoch mean of a loss term (`train_loss` is the total). These are the names
+Ray Tune, ASHA, Optuna and a space's `metric:` use; MLflow shows them grouped into chart
+sections (`val/acc`, ...: see "Names in MLflow" below), and readers of MLflow translate back.
 """
 
 from __future__ import annotations
@@ -127,3 +129,125 @@ EPOCHS_SAVED_FRACTION = "epochs.saved_fraction"  # 1 - trained / without_early_s
 def trials_with_status(status: str) -> str:
     """A search's count of trials that ended with `status`: `trials.<status>`."""
     return TRIALS_PREFIX + status
+
+
+# ---- Names in MLflow ---------------------------------------------------------------------
+# MLflow's chart view groups a run's metrics into sections by the part of the name before the
+# first "/". So the names above are logged grouped (`logged_name`): `val/acc`, `val/acc.exit1`,
+# `val/compute.exit1`, `train/loss`, `train/lr`, `time/epoch_s`, `best/val/acc`, and on a
+# search's parent run `trials/completed` and `epochs/trained`. The dynamic early-exit policy is
+# charted at one threshold only (`eval.chart_threshold`: `early_exit/val_acc.t0.95` and
+# `early_exit/val_compute.t0.95`); its whole sweep goes to a per-run table (`sweep_rows`)
+# instead of eight more pairs of charts. Names without "/" are those of searches logged before
+# the grouping: `reported_name` reads both, so old searches stay readable.
+
+EARLY_EXIT_GROUP = "early_exit"
+BEST_GROUP = "best"
+SCORED_SPLITS = ("val", "test")
+EVALUATION_KINDS = ("acc", "compute")
+SWEEP_COLUMNS = ("epoch", "split", "threshold", *EVALUATION_KINDS)
+
+
+def evaluation_parts(key: str) -> tuple[str, str, str | None] | None:
+    """(split, kind, answer) of `val_acc`, `val_acc.exit1`, `test_compute.dynamic_t0.9`, ...;
+    None for any other key."""
+    for split in SCORED_SPLITS:
+        for kind in EVALUATION_KINDS:
+            base = f"{split}_{kind}"
+            if key == base:
+                return split, kind, None
+            if key.startswith(base + "."):
+                return split, kind, key[len(base) + 1:]
+    return None
+
+
+def logged_name(key: str, chart_threshold: float | None = None) -> str | None:
+    """The MLflow name of reported metric `key`; None for a point of the early-exit sweep
+    other than the charted threshold (it goes to the sweep table only)."""
+    if key.startswith(BEST_PREFIX):
+        inner = logged_name(key.removeprefix(BEST_PREFIX), chart_threshold)
+        return None if inner is None else f"{BEST_GROUP}/{inner}"
+    parts = evaluation_parts(key)
+    if parts is not None:
+        split, kind, answer = parts
+        if answer is None:
+            return f"{split}/{kind}"
+        if not is_dynamic(answer):
+            return f"{split}/{kind}.{answer}"
+        threshold = threshold_of(answer)
+        if chart_threshold is None or threshold != f"{chart_threshold:g}":
+            return None
+        return f"{EARLY_EXIT_GROUP}/{split}_{kind}.t{threshold}"
+    if key in {f"{split}_loss" for split in SCORED_SPLITS}:
+        return key.replace("_", "/", 1)
+    if key == LR:
+        return "train/lr"
+    for prefix, group in (("train_", "train"), ("time_", "time"), (TRIALS_PREFIX, "trials"), ("epochs.", "epochs")):
+        if key.startswith(prefix):
+            return f"{group}/{key.removeprefix(prefix)}"
+    return key
+
+
+def reported_name(name: str) -> str:
+    """The reported name of MLflow metric `name` (the inverse of `logged_name`); a name without
+    "/" (`epoch`, or any metric of a search logged before the grouping) is returned as is."""
+    if "/" not in name:
+        return name
+    group, rest = name.split("/", 1)
+    if group == BEST_GROUP:
+        return best(reported_name(rest))
+    if group in SCORED_SPLITS:
+        kind, _, answer = rest.partition(".")
+        return f"{group}_{kind}" + (f".{answer}" if answer else "")
+    if group == EARLY_EXIT_GROUP:
+        base, _, threshold = rest.partition(".t")
+        return f"{base}.{DYNAMIC_PREFIX}{threshold}"
+    if group == "train":
+        return LR if rest == "lr" else train_term(rest)
+    prefixes = {"time": "time_", "trials": TRIALS_PREFIX, "epochs": "epochs."}
+    return prefixes[group] + rest if group in prefixes else name
+
+
+def from_logged(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A run's MLflow metrics under their reported names, whichever naming the run used."""
+    return {reported_name(k): v for k, v in metrics.items()}
+
+
+def mlflow_names(key: str) -> list[str]:
+    """The names reported metric `key` may have in MLflow: grouped, then as logged before the
+    grouping (for reading histories of old and new searches alike)."""
+    parts = evaluation_parts(key.removeprefix(BEST_PREFIX))
+    threshold = None
+    if parts is not None and parts[2] is not None and is_dynamic(parts[2]):
+        threshold = float(threshold_of(parts[2]))
+    grouped = logged_name(key, threshold)
+    return [grouped, key] if grouped is not None and grouped != key else [key]
+
+
+def sweep_rows(metrics: Mapping[str, float], epoch: int) -> list[dict[str, float | int | str]]:
+    """The early-exit sweep of one epoch as table rows: epoch, split, threshold, accuracy and
+    compute of the dynamic policy at each threshold."""
+    rows: dict[tuple[str, str], dict[str, float | int | str]] = {}
+    for key, value in metrics.items():
+        parts = evaluation_parts(key)
+        if parts is None or parts[2] is None or not is_dynamic(parts[2]):
+            continue
+        split, kind, answer = parts
+        threshold = threshold_of(answer)
+        row = rows.setdefault((split, threshold), {"epoch": epoch, "split": split, "threshold": float(threshold)})
+        row[kind] = float(value)
+    return sorted(rows.values(), key=lambda r: (str(r["split"]), float(r["threshold"])))
+
+
+def sweep_metrics(rows: Iterable[Mapping[str, float | int | str]], epoch: int) -> dict[str, float]:
+    """The sweep of `epoch` back as reported metrics (`val_acc.dynamic_t0.9`, ...); a later row
+    of the same epoch (the epoch trained again after a restart) replaces an earlier one."""
+    out: dict[str, float] = {}
+    for row in rows:
+        if int(row["epoch"]) != epoch:
+            continue
+        answer = dynamic_answer(float(row["threshold"]))
+        for kind in EVALUATION_KINDS:
+            if kind in row and row[kind] == row[kind]:
+                out[f"{row['split']}_{kind}.{answer}"] = float(row[kind])
+    return out

@@ -73,7 +73,7 @@ def test_final_top_retrains_the_best_configurations_with_each_seed(finished_sear
     assert final.info.run_name.startswith(f"final-{search.info.run_name}")
     trials = {r.data.tags["skd.trial_name"]: r for r in
               runs(uri, SEARCH_EXPERIMENT, f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")}
-    ranked = sorted(trials.values(), key=lambda r: r.data.metrics["best_val_acc"], reverse=True)
+    ranked = sorted(trials.values(), key=lambda r: r.data.metrics["best/val/acc"], reverse=True)
     children = runs(uri, SEARCH_EXPERIMENT, f"tags.`mlflow.parentRunId` = '{final.info.run_id}'")
     assert sorted((r.data.tags["skd.config_rank"], r.data.tags["skd.seed"]) for r in children) == \
         [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
@@ -87,7 +87,7 @@ def test_final_top_retrains_the_best_configurations_with_each_seed(finished_sear
         assert params["data.train_on_validation"] == "true" and params["eval.test_at_end"] == "true"
         assert params["method.alpha"] == source.data.params["method.alpha"]
         assert params["train.epochs"] == "2" and run.data.metrics["epoch"] == 2
-        by_rank[rank].append(run.data.metrics["test_acc"])
+        by_rank[rank].append(run.data.metrics["test/acc"])
     for rank, accs in by_rank.items():
         assert final.data.metrics[f"test_acc_mean.rank{rank}"] == pytest.approx(statistics.fmean(accs))
         assert final.data.metrics[f"test_acc_std.rank{rank}"] == pytest.approx(statistics.stdev(accs))
@@ -109,9 +109,9 @@ def test_export_best_writes_a_model_that_plain_torch_runs(finished_search, tmp_p
     meta = json.loads((out / "metadata.json").read_text())
     trials = runs(cli.mlflow_uri, SEARCH_EXPERIMENT, "tags.`skd.kind` = 'trial'")
     best = max((r for r in trials if r.data.tags["mlflow.parentRunId"] == meta["source"]["search_run_id"]),
-               key=lambda r: r.data.metrics["best_val_acc"])
+               key=lambda r: r.data.metrics["best/val/acc"])
     assert meta["source"]["run_id"] == best.info.run_id
-    assert meta["source"]["best_val_acc"] == pytest.approx(best.data.metrics["best_val_acc"])
+    assert meta["source"]["best_val_acc"] == pytest.approx(best.data.metrics["best/val/acc"])
     # Normalise digits' test images as metadata.json says and run the model with plain torch.
     from skd_ray.config import DataConfig
     from skd_ray.data import load_data

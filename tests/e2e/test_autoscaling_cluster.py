@@ -50,7 +50,7 @@ def search(cli, cluster: FakeCluster, tmp_path: Path, name: str, *args: str, tim
 
 def first_step(run, client) -> float:
     """Epoch seconds of a trial's first optimiser step (its run start + its start-up time)."""
-    startup = client.get_metric_history(run.info.run_id, "time_startup_s")
+    startup = client.get_metric_history(run.info.run_id, "time/startup_s")
     return run.info.start_time / 1000 + startup[0].value
 
 

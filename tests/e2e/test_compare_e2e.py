@@ -101,7 +101,7 @@ def test_compare_interrupted_then_resumed(cli, tmp_path: Path) -> None:
     for final in kept:
         retrained = runs(uri, f"tags.`mlflow.parentRunId` = '{final.info.run_id}'")
         assert sorted(int(r.data.params["train.seed"]) for r in retrained) == [0, 1]
-        assert all(0 <= r.data.metrics["test_acc"] <= 1 for r in retrained)
+        assert all(0 <= r.data.metrics["test/acc"] <= 1 for r in retrained)
 
     done = client(uri).get_run(compare_run.info.run_id)
     assert done.data.tags["skd.status"] == "completed"

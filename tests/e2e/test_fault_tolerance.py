@@ -110,7 +110,7 @@ def test_killed_trial_process_resumes_from_checkpoint(cli, tmp_path: Path) -> No
     assert final.data.metrics["epoch"] == epochs
     check_resumed_history(steps(uri, run.info.run_id), cut_ms, epochs)
     # Start-up is measured on the first epoch each process trains (again after the restart).
-    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "time_startup_s")) == 2
+    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "time/startup_s")) == 2
 
 
 def trial_snapshot(uri: str, run: Any) -> tuple:

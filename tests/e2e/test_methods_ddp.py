@@ -153,7 +153,7 @@ def test_method_trains_one_epoch_with_two_ddp_workers(method: str, ddp_run, trac
     metrics = ranks[0]["metrics"]
     assert metrics["epoch"] == 1 and 0.0 <= metrics["val_acc"] <= 1.0
 
-    history = MlflowClient(tracking[0]).get_metric_history(run_ids[method], "val_acc")
+    history = MlflowClient(tracking[0]).get_metric_history(run_ids[method], "val/acc")
     assert [m.step for m in history] == [1], "val_acc must be logged once per epoch, by rank 0 only"
     assert history[0].value == pytest.approx(metrics["val_acc"])
     assert ranks[0]["checkpoint_epoch"] == 1  # the state rank 0 reported as its checkpoint

@@ -144,7 +144,7 @@ def test_the_server_serves_the_search_with_nested_trials_metrics_and_artifacts(
     assert parent["info"]["status"] == "FINISHED"
     parent_tags, parent_params = as_dict(parent["data"]["tags"]), as_dict(parent["data"].get("params", []))
     assert parent_tags["skd.status"] == "completed" and parent_tags["skd.methods"] == "byot"
-    assert parent_params["search.num_samples"] == "2" and parent_params["fixed.train.epochs"] == str(EPOCHS)
+    assert parent_params["search.num_samples"] == "2" and parent_params["config.train.epochs"] == str(EPOCHS)
 
     children = search_runs(server, exp_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert len(children) == 2
@@ -153,18 +153,23 @@ def test_the_server_serves_the_search_with_nested_trials_metrics_and_artifacts(
         tags, params = as_dict(child["data"]["tags"]), as_dict(child["data"]["params"])
         assert tags["mlflow.parentRunId"] == parent_id and tags["skd.kind"] == "trial"
         assert tags["skd.status"] == "completed" and tags["skd.method"] == "byot" and tags["skd.ray_trial_id"]
-        assert params["method"] == "byot" and 0.1 <= float(params["method.alpha"]) <= 0.9
-        assert params["optim.lr"] in ("0.05", "0.1") and params["train.epochs"] == str(EPOCHS)
-        # One point per epoch for the objective, every exit and the early-exit compute.
-        for key in ("val_acc", "val_acc.exit1", "val_compute.exit1", "val_compute.ensemble",
-                    "val_acc.dynamic_t0.9", "val_compute.dynamic_t0.9", "train_loss"):
+        # Only the searched values on a trial; the constants once on the parent.
+        assert set(params) == {"method.alpha", "optim.lr"}, params
+        assert 0.1 <= float(params["method.alpha"]) <= 0.9 and params["optim.lr"] in ("0.05", "0.1")
+        assert parent_params["config.method"] == "byot" and parent_params["config.model.width"] == "8"
+        # One point per epoch for the objective, every exit and the early-exit policy at the
+        # charted threshold (0.95 by default), each in its chart section.
+        for key in ("val/acc", "val/acc.exit1", "val/compute.exit1", "val/compute.ensemble",
+                    "early_exit/val_acc.t0.95", "early_exit/val_compute.t0.95", "train/loss", "train/lr"):
             history = api(server, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
             assert sorted(int(m["step"]) for m in history) == list(range(1, EPOCHS + 1)), key
         metrics = as_dict(child["data"]["metrics"])
-        assert 0.0 < metrics["val_compute.exit1"] < metrics["val_compute.exit2"] < metrics["val_compute.final"] == 1.0
-        assert metrics["best_val_acc"] >= metrics["val_acc"]
+        assert 0.0 < metrics["val/compute.exit1"] < metrics["val/compute.exit2"] < metrics["val/compute.final"] == 1.0
+        assert metrics["best/val/acc"] >= metrics["val/acc"]
+        assert not [k for k in metrics if "t0.9" in k and "t0.95" not in k]  # the rest of the sweep: a table
         artifacts = artifact_paths(server, run_id)
         assert artifacts["config.json"] > 0 and artifacts["best_checkpoint.pt"] > 1000
+        assert artifacts["early_exit_sweep.json"] > 0
 
     plots = artifact_paths(server, parent_id, "plots")
     for name in ("optimization_history", "parallel_coordinates", "learning_curves", "early_exit_tradeoff"):
@@ -186,11 +191,11 @@ def test_the_runs_table_data_carries_the_search_summary(finished_search: tuple[P
     children = search_runs(server, experiment_id, f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'")
     (best,) = [r for r in children if r["info"]["run_id"] == tags["skd.best_run_id"]]
     best_metrics = {m["key"]: m["value"] for m in best["data"]["metrics"]}
-    top = max({m["key"]: m["value"] for m in r["data"]["metrics"]}["best_val_acc"] for r in children)
-    assert metrics["best_val_acc"] == best_metrics["best_val_acc"] == top
-    assert metrics["best_val_acc.exit1"] == best_metrics["best_val_acc.exit1"]
-    assert metrics["trials.all"] == 2 and metrics["trials.completed"] == 2 and metrics["trials.failed"] == 0
-    assert metrics["epochs.trained"] == 2 * EPOCHS == metrics["epochs.without_early_stopping"]
+    top = max({m["key"]: m["value"] for m in r["data"]["metrics"]}["best/val/acc"] for r in children)
+    assert metrics["best/val/acc"] == best_metrics["best/val/acc"] == top
+    assert metrics["best/val/acc.exit1"] == best_metrics["best/val/acc.exit1"]
+    assert metrics["trials/all"] == 2 and metrics["trials/completed"] == 2 and metrics["trials/failed"] == 0
+    assert metrics["epochs/trained"] == 2 * EPOCHS == metrics["epochs/without_early_stopping"]
     assert tags["skd.best_run_id"] == best["info"]["run_id"]
     assert tags["skd.best_trial"] == as_dict(best["data"]["tags"])["skd.trial_name"]
     assert best["info"]["run_name"].startswith(tags["skd.best_trial"] + " byot alpha=")
@@ -217,6 +222,6 @@ def test_the_optuna_study_names_its_objective_and_links_every_trial(finished_sea
         assert run.data.tags["skd.ray_trial_id"] == t.user_attrs["ray_trial_id"]
         assert run.data.tags["skd.trial_name"] == f"t{t.number:02d}"
         assert t.user_attrs["skd_status"] == "completed" and t.user_attrs["epochs"] == EPOCHS
-        assert t.value == run.data.metrics["best_val_acc"]
+        assert t.value == run.data.metrics["best/val/acc"]
     parent = client.search_runs([run.info.experiment_id], "tags.`skd.kind` = 'search'")[0]
     assert parent.data.tags["skd.best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]

@@ -167,7 +167,7 @@ def test_two_worker_trial_spans_two_nodes(cli, two_node_cluster: LocalCluster, t
     assert len(worker_nodes) == 2 and len(set(worker_nodes)) == 2, worker_nodes
     assert sorted(worker_nodes) == cluster.nodes
     client = MlflowClient(cli.mlflow_uri)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [1, 2]
     assert {"config.json", "best_checkpoint.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
     # Tune's results and Train's checkpoints are in the shared storage.

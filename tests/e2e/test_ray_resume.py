@@ -85,9 +85,9 @@ def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path
     plain = run_trainer(train_worker, tmp_path, "plain", uri, runs["plain"])
     crashed = run_trainer(crash_once_in_epoch_3, tmp_path, "crashed", uri, runs["crashed"])
     assert (tmp_path / "crashed.crashed").exists(), "the first attempt did not fail"
-    history = client.get_metric_history(runs["crashed"], "val_acc")
+    history = client.get_metric_history(runs["crashed"], "val/acc")
     assert sorted(m.step for m in history) == [1, 2, 3, 4], "epochs before the checkpoint were re-run"
-    plain_hist = {m.step: m.value for m in client.get_metric_history(runs["plain"], "val_acc")}
+    plain_hist = {m.step: m.value for m in client.get_metric_history(runs["plain"], "val/acc")}
     assert {m.step: m.value for m in history} == plain_hist
     with plain.checkpoint.as_directory() as a, crashed.checkpoint.as_directory() as b:
         sa, sb = load_state(Path(a) / CHECKPOINT_FILE), load_state(Path(b) / CHECKPOINT_FILE)

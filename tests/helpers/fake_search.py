@@ -58,26 +58,37 @@ def epoch_metrics(trial: FakeTrial, epoch: int) -> dict[str, float]:
 
 
 def write_fake_search(uri: str, artifacts: Path, experiment: str = "fake",
-                      trials: tuple[FakeTrial, ...] = TRIALS) -> str:
+                      trials: tuple[FakeTrial, ...] = TRIALS, legacy_names: bool = False) -> str:
     """Write a finished search of `trials` into `uri`, its artifacts under `artifacts` (not
-    MLflow's default ./mlruns in the working directory); returns its parent run id."""
-    from mlflow import MlflowClient
+    MLflow's default ./mlruns in the working directory); returns its parent run id.
 
-    MlflowClient(uri).create_experiment(experiment, artifact_location=(artifacts / experiment).as_uri())
+    `legacy_names`: as a search logged before metric names were grouped and constants moved to
+    the parent run wrote it (flat names, the early-exit sweep as metrics, every param on every
+    trial), to check that such searches stay readable."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    c = MlflowClient(uri)
+    c.create_experiment(experiment, artifact_location=(artifacts / experiment).as_uri())
+    shared = {"train.epochs": 3, "data.name": "digits"}
     runs = SearchRuns.start(uri, experiment, f"{experiment}_20250101-000000",
-                                      {"skd.space": "search_spaces/all.yaml", "skd.methods": "byot,vanilla,srdl"},
-                                      {"search.num_samples": len(trials), "search.seed": 0,
-                                       "fixed.data.name": "digits", "fixed.train.epochs": 3})
+                            {"skd.space": "search_spaces/all.yaml", "skd.methods": "byot,vanilla,srdl"},
+                            {"search.num_samples": len(trials), "search.seed": 0},
+                            constants=None if legacy_names else shared)
     for trial in trials:
-        flat = {"method": trial.method, "optim.lr": trial.lr, "train.epochs": 3, "data.name": "digits"}
+        flat = {"method": trial.method, "optim.lr": trial.lr, **shared}
         if trial.alpha is not None:
             flat["method.alpha"] = trial.alpha
             flat["method.exits"] = [1, 2]
         run_id = runs.start_trial(trial.name, trial.name, flat,
                                   {"skd.method": trial.method, "skd.trial_name": trial.name})
-        tracker = TrialTracker(uri, run_id)
+        tracker = TrialTracker(uri, run_id, chart_threshold=0.9)
         for epoch in range(1, len(trial.val_acc) + 1):
-            tracker.log_epoch(epoch, epoch_metrics(trial, epoch))
+            metrics = epoch_metrics(trial, epoch)
+            if legacy_names:
+                c.log_batch(run_id, metrics=[Metric(k, float(v), 0, epoch) for k, v in metrics.items()])
+            else:
+                tracker.log_epoch(epoch, metrics)
         runs.close(run_id, trial.status, "loss became nan" if trial.status == "failed" else None)
     runs.close(None, "completed")
     return runs.parent_run_id

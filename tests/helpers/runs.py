@@ -25,7 +25,7 @@ def children(uri: str, experiment: str) -> list[Any]:
     return client.search_runs([exp.experiment_id], "tags.`skd.kind` = 'trial'")
 
 
-def steps(uri: str, run_id: str, metric: str = "val_acc") -> list[tuple[int, int]]:
+def steps(uri: str, run_id: str, metric: str = "val/acc") -> list[tuple[int, int]]:
     """(step, timestamp in ms) of every logged value of `metric`, in logging order."""
     from mlflow import MlflowClient
 

@@ -140,7 +140,8 @@ def run_job(key: str, job: PoolJob, mailbox: Any, rank: int) -> None:
     import ray
 
     cfg = resolve_config(job.flat)
-    sink = TrialTracker(job.tracking_uri, job.run_id) if rank == 0 else None
+    sink = TrialTracker(job.tracking_uri, job.run_id, chart_threshold=cfg.eval.charted_threshold()) \
+        if rank == 0 else None
     event: PoolEvent | None = None
     session = None
     try:
