@@ -24,7 +24,7 @@ from skd_ray.search.cluster import connect_ray, stop_on_sigterm
 from skd_ray.search.console import QUIET, VERBOSE, tune_verbosity
 from skd_ray.search.executors import CHECKPOINTS_KEPT
 from skd_ray.search.numbering import reset as reset_trial_numbers
-from skd_ray.search.optuna_study import SkdOptunaSearch, objective_metric
+from skd_ray.search.optuna_study import PicklableNSGAII, SkdOptunaSearch, objective_metric
 from skd_ray.search.points import PointsSearcher
 from skd_ray.search.pool.driver import DDPPools
 from skd_ray.search.progress import SearchProgress
@@ -235,7 +235,7 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     if req.objectives:
         metric: Any = [m for m, _ in req.objectives]
         mode: Any = [d for _, d in req.objectives]
-        sampler: Any = optuna.samplers.NSGAIISampler(seed=req.seed)
+        sampler: Any = PicklableNSGAII(seed=req.seed)
     elif req.sampler == "random":
         metric, mode = objective_metric(req.space.metric, req.space.mode), req.space.mode
         sampler = optuna.samplers.RandomSampler(seed=req.seed)

@@ -18,9 +18,11 @@ The study's objective carries its name (`study.set_metric_names`), so optuna-das
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from skd_ray.results.tracking import SearchRuns
@@ -85,3 +87,25 @@ class SkdOptunaSearch(OptunaSearch):
 
     def _run_id(self, trial_id: str) -> str | None:
         return self.runs.trial_run(trial_id) if self.runs is not None else None
+
+
+LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class PicklableNSGAII(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler in a form Ray Tune can pickle: Optuna 5.1's genetic samplers
+    keep a thread lock (around their population cache), which pickle refuses, and Ray Tune
+    pickles the searcher with its sampler when it saves the search. The locks are left out of
+    the pickle and made anew when it is read."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if not isinstance(v, LOCK_TYPES)}
+        state["_skd_locks"] = {k: isinstance(v, LOCK_TYPES[1]) for k, v in self.__dict__.items()
+                               if isinstance(v, LOCK_TYPES)}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        locks = state.pop("_skd_locks", {})
+        self.__dict__.update(state)
+        for name, reentrant in locks.items():
+            setattr(self, name, threading.RLock() if reentrant else threading.Lock())

@@ -44,3 +44,27 @@ def test_baseline_search_is_random_without_defaults_or_early_stopping(tmp_path: 
     assert isinstance(searcher._sampler, optuna.samplers.RandomSampler)
     assert not searcher._points_to_evaluate
     assert scheduler is None
+
+
+def test_every_search_algorithm_pickles_as_ray_tune_saves_it(tmp_path: Path) -> None:
+    """Tune pickles the searcher (with its Optuna sampler and study) when it saves a search;
+    Optuna 5.1's NSGA-II sampler holds a thread lock that pickle refuses."""
+    import threading
+
+    import optuna
+    from ray import cloudpickle
+
+    kinds = ({}, {"sampler": "random"}, {"objectives": [("val_acc", "max"), ("train_loss", "min")]})
+    for i, overrides in enumerate(kinds):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        searcher, _ = build_search_algorithm(request(folder, num_samples=4, **overrides), "e_1", folder, max_epochs=3)
+        copy = cloudpickle.loads(cloudpickle.dumps(searcher))
+        assert type(copy._sampler) is type(searcher._sampler)
+    assert isinstance(copy._sampler, optuna.samplers.NSGAIISampler)
+    # The copy has working locks of its own and still samples.
+    locks = [v for v in vars(copy._sampler).values() if isinstance(v, type(threading.Lock()))]
+    assert locks and all(lock.acquire(blocking=False) and lock.release() is None for lock in locks)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=copy._sampler)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
+    assert len(study.trials) == 3
