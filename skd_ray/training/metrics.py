@@ -132,8 +132,8 @@ def trials_with_status(status: str) -> str:
 
 
 # ---- Names in MLflow ---------------------------------------------------------------------
-# MLflow's chart view groups a run's metrics into sections by the part of the name before the
-# first "/". So the names above are logged grouped (`logged_name`): `val/acc`, `val/acc.exit1`,
+# MLflow's chart view groups a run's metrics into sections by the name up to its last "/"
+# (`val`, `train`, `best/val`, ...). So the names above are logged grouped (`logged_name`): `val/acc`, `val/acc.exit1`,
 # `val/compute.exit1`, `train/loss`, `train/lr`, `time/epoch_s`, `best/val/acc`, and on a
 # search's parent run `trials/completed` and `epochs/trained`. The dynamic early-exit policy is
 # charted at one threshold only (`eval.chart_threshold`: `early_exit/val_acc.t0.95` and
