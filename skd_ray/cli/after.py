@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable
+from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, verbosity_of
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import check_reachable
@@ -93,7 +93,8 @@ def final_evaluation(args: argparse.Namespace, uri: str, experiment: str) -> int
     req = FinalRequest(
         tracking_uri=uri, experiment=experiment, storage=storage, top_k=args.final_top, seeds=seeds,
         search=args.search, workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, address=args.address)
+        gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, address=args.address,
+        verbosity=verbosity_of(args))
     plan = plan_final(req)  # the search, its best trials and their configs: bad input fails before Ray
     check_writable(storage)
     outcome = run_final_eval(req, plan)

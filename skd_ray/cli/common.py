@@ -3,6 +3,7 @@ check, the leaderboard printout and the MLflow browse hint."""
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.artifacts import write_report
 from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
 from skd_ray.results.tracking import client
+from skd_ray.search.console import NORMAL, QUIET, VERBOSE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXIT_FAILED = 1  # an unexpected failure (its traceback is in a log file)
@@ -64,3 +66,8 @@ def runs_table_url(uri: str, experiment: str, port: int = BROWSE_PORT) -> str:
     if found is None:
         return f"{base}/#/experiments (experiment {experiment!r})"
     return f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+
+
+def verbosity_of(args: argparse.Namespace) -> int:
+    """-q: only the final summary; default: one line per trial event; -v: Ray Tune's own output too."""
+    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.cli.after import objective_tags, report_pareto_front, search_objectives
-from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hint, show_results
+from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hint, show_results, verbosity_of
 from skd_ray.cli.failure import FailureLog
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import (
@@ -23,7 +23,7 @@ from skd_ray.results.tracking import (
 )
 from skd_ray.search.closing import ending_status, reason_of
 from skd_ray.search.cluster import use_token_if_available
-from skd_ray.search.console import NORMAL, QUIET, RAY_LOG_FILE, VERBOSE, ray_logs_to_file
+from skd_ray.search.console import QUIET, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.state import check_name_unique, check_resumable, latest_search_name, safe_name
 from skd_ray.search.state_files import restore_tune_state
@@ -115,11 +115,6 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     print(f"resuming {req.search_name} with its saved settings ({req.space.path}, {req.num_samples} trials, "
           f"{req.workers} worker(s) per trial)")
     return execute_search(req)
-
-
-def verbosity_of(args: argparse.Namespace) -> int:
-    """-q: only the final summary; default: one line per trial event; -v: Ray Tune's own output too."""
-    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL
 
 
 def execute_search(req: Any) -> int:

@@ -120,7 +120,7 @@ def run_comparison(state: CompareState, folder: Path, address: str | None, verbo
             if not step.search_done and not run_method_search(state, step, folder, address, verbosity):
                 return stopped(state, folder)
         for step in state.steps:
-            if not step.final_done and not run_method_final(state, step, folder, address):
+            if not step.final_done and not run_method_final(state, step, folder, address, verbosity):
                 return stopped(state, folder)
         rows = comparison_rows([s.result for s in state.steps])
         record_comparison(state, rows)
@@ -206,7 +206,8 @@ def resumable_search(state: CompareState, step: MethodStep, folder: Path) -> Sea
     return check.request
 
 
-def run_method_final(state: CompareState, step: MethodStep, folder: Path, address: str | None) -> bool:
+def run_method_final(state: CompareState, step: MethodStep, folder: Path, address: str | None,
+                     verbosity: int) -> bool:
     """Retrain the method's best configuration with the comparison's seeds; True when done.
     An interrupted final evaluation is run again in full on resume (its runs stay as they ended)."""
     s = state.settings
@@ -214,7 +215,7 @@ def run_method_final(state: CompareState, step: MethodStep, folder: Path, addres
                        seeds=state.seeds, search=step.search_run_id, workers=s.get("workers", 1),
                        cpus_per_worker=s.get("cpus_per_worker", 1.0), gpus_per_worker=s.get("gpus_per_worker", 0.0),
                        max_concurrent=s.get("max_concurrent"), max_failures=s.get("max_failures", 2), address=address,
-                       extra_tags=link_tags(state, step.method))
+                       extra_tags=link_tags(state, step.method), verbosity=verbosity)
     plan = plan_final(req)
     close_superseded_finals(state, step.method)
     print(f"comparison {state.name}: {step.method}: retraining {plan[1][0].name} with seeds {state.seeds}")

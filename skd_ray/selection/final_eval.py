@@ -21,8 +21,10 @@ from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import SearchRuns, client, log_params, param_text
+from skd_ray.search.console import NORMAL, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import Resources, SearchRequest
 from skd_ray.search.space import SearchSpace
+from skd_ray.search.state import safe_name
 from skd_ray.selection.final_summary import (
     ConfigSummary,
     final_config,
@@ -64,6 +66,7 @@ class FinalRequest(Resources):
     search: str | None = None  # run name or id of the search; None: the latest
     address: str | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)  # on the final parent run (a comparison's link)
+    verbosity: int = NORMAL  # as a search's: Ray's own logs go to the retrainings' folder unless VERBOSE
 
 
 @dataclass
@@ -104,12 +107,14 @@ def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOut
     search, chosen, space = plan or plan_final(req)
     points = [{RANK_KEY: rank, SEED_KEY: seed} for rank in range(1, len(chosen) + 1) for seed in req.seeds]
     name = f"final-{search.info.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    outcome = run_search(SearchRequest(
-        space=space, storage=req.storage, tracking_uri=req.tracking_uri, experiment=req.experiment,
-        search_name=name, num_samples=len(points), address=req.address, points=points, **vars(req.resources()),
-        extra_tags={Tags.KIND: "final", Tags.SEARCH_RUN_ID: search.info.run_id,
-                    Tags.SEARCH_NAME: search.info.run_name or "", **req.extra_tags},
-    ))
+    with ray_logs_to_file(Path(req.storage) / safe_name(name) / RAY_LOG_FILE, req.verbosity):
+        outcome = run_search(SearchRequest(
+            space=space, storage=req.storage, tracking_uri=req.tracking_uri, experiment=req.experiment,
+            search_name=name, num_samples=len(points), address=req.address, points=points, verbosity=req.verbosity,
+            **vars(req.resources()),
+            extra_tags={Tags.KIND: "final", Tags.SEARCH_RUN_ID: search.info.run_id,
+                        Tags.SEARCH_NAME: search.info.run_name or "", **req.extra_tags},
+        ))
     log_params(req.tracking_uri, outcome.parent_run_id,
                {"final.top_k": req.top_k, "final.seeds": req.seeds, "final.search_run_id": search.info.run_id})
     results = tag_final_runs(req.tracking_uri, outcome.experiment_id, outcome.parent_run_id, chosen, space.configs)

@@ -66,6 +66,8 @@ def test_final_top_retrains_the_best_configurations_with_each_seed(finished_sear
     assert res.returncode == 0, res.stdout[-5000:]
     assert "final evaluation of " + search.info.run_name in res.stdout
     assert res.stdout.count(" ± ") >= 2, res.stdout[-3000:]
+    # Ray Tune's own boxes and hints go to the retrainings' ray.log, as a search's do.
+    assert "Configuration for experiment" not in res.stdout and "tensorboard" not in res.stdout, res.stdout[-3000:]
 
     uri = cli.mlflow_uri
     (final,) = runs(uri, SEARCH_EXPERIMENT, "tags.`skd.kind` = 'final'")

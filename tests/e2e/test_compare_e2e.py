@@ -79,6 +79,7 @@ def test_compare_interrupted_then_resumed(cli, tmp_path: Path) -> None:
     assert res.returncode == 0, log2.read_text()[-3000:] + "\n--- resume:\n" + res.stdout[-6000:]
     assert "resuming comparison" in res.stdout and "searches done: vanilla, tfd" in res.stdout
     assert "p (paired t)" in res.stdout and "\ntfd " in res.stdout
+    assert "Configuration for experiment" not in res.stdout and "tensorboard" not in res.stdout, res.stdout[-3000:]
 
     state = json.loads(state_file(storage).read_text())
     assert state["finished"] and all(s["search_done"] and s["final_done"] for s in state["steps"])
