@@ -29,10 +29,12 @@ from ray import tune
 from skd_ray.errors import SkdError
 from skd_ray.search.autoscaler import activity, format_resources
 
-# A request pending this long gets its first console line (sooner while the autoscaler
-# launches nodes: that wait is expected, and worth seeing); then one line per REPEAT_S.
+# A request pending this long gets its first console line; then one line per REPEAT_S. While
+# the autoscaler launches nodes for it the wait is expected and worth seeing at once (a launch
+# can take only seconds, shorter than any delay here would be); before the autoscaler has
+# reacted to a new request, the plain line waits NOTICE_S like on a fixed cluster.
 NOTICE_S = 20.0
-AUTOSCALER_NOTICE_S = 2.0
+AUTOSCALER_NOTICE_S = 0.0
 REPEAT_S = 60.0
 POLL_S = 2.0
 # Default bound on waiting without progress (--resource-wait-timeout): cloud nodes with
@@ -111,20 +113,24 @@ class ResourceWatch:
             self.say(f"giving up: {self.gave_up}")
             os.kill(os.getpid(), signal.SIGINT)  # Tune stops as on Ctrl-C: state saved, --resume works
             return
-        if waited >= (AUTOSCALER_NOTICE_S if self.autoscaling else NOTICE_S) and now - self.last_notice >= REPEAT_S:
+        if now - self.last_notice < REPEAT_S:
+            return
+        line = self.autoscaler_line(pending) if self.autoscaling else None
+        if waited >= (NOTICE_S if line is None else AUTOSCALER_NOTICE_S):
             self.last_notice = now
-            self.say(f"{self.waiting_line(pending)} (waiting {waited:.0f} s; the search gives up after "
+            line = line or f"waiting for resources: {describe_pending(pending)}; {self.situation()}"
+            self.say(f"{line} (waiting {waited:.0f} s; the search gives up after "
                      f"{self.bound_s:.0f} s without progress, --resource-wait-timeout)")
 
-    def waiting_line(self, pending: list[dict[str, Any]]) -> str:
-        if self.autoscaling:
-            act = activity(self.gcs_address)
-            if act is not None and (act.launching or act.pending):
-                launching = sum(act.launching.values())
-                types = ", ".join(sorted(act.launching))
-                return (f"waiting for the autoscaler: {describe_pending(pending)}, {launching} node(s) launching"
-                        f"{f' ({types})' if types else ''}, {act.pending} node(s) starting")
-        return f"waiting for resources: {describe_pending(pending)}; {self.situation()}"
+    def autoscaler_line(self, pending: list[dict[str, Any]]) -> str | None:
+        """What the autoscaler does for the pending requests; None while it launches nothing."""
+        act = activity(self.gcs_address)
+        if act is None or not (act.launching or act.pending):
+            return None
+        launching = sum(act.launching.values())
+        types = ", ".join(sorted(act.launching))
+        return (f"waiting for the autoscaler: {describe_pending(pending)}, {launching} node(s) launching"
+                f"{f' ({types})' if types else ''}, {act.pending} node(s) starting")
 
     def situation(self) -> str:
         """Free resources and who holds the rest."""
