@@ -98,12 +98,10 @@ def metrics_at_best_epoch(uri: str, run_id: str) -> tuple[dict[str, float], int]
         return {}, 0
     best = max(history, key=lambda m: (m.value, -m.step))
     out: dict[str, float] = {}
-    c = client(uri)
-    for name in c.get_run(run_id).data.metrics:
-        key = reported_name(name)
+    for key in map(reported_name, client(uri).get_run(run_id).data.metrics):
         if not is_evaluation(key, "val"):
             continue
-        values = {m.step: m.value for m in sorted(c.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
+        values = {m.step: m.value for m in _history(uri, run_id, key)}
         if best.step in values:
             out[key] = values[best.step]
     # The early-exit sweep at the other thresholds is a table, not metrics (older searches: metrics).
