@@ -124,13 +124,18 @@ def test_validate_params_rejects_impossible_values():
         Teskd.validate_params(replace(TeskdParams(), num_students=n), 4)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("k,size", [(2, 8), (4, 8), (8, 8), (2, 7)])
-def test_patch_conv_is_the_strided_convolution(k: int, size: int):
+def test_patch_conv_is_the_strided_convolution(k: int, size: int, channels_last: bool):
+    """Values and gradients, for either memory layout (the FPN hands it channels-last maps)."""
     from skd_ray.models.fpn import patch_conv
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 5, k, k, bias=True).double()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     ours, ref = patch_conv(x, conv), conv(x)
     assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-12)
     g = torch.randn_like(ref)
