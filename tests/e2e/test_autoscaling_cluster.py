@@ -132,19 +132,19 @@ def ray_job(cluster: FakeCluster, *args: str, timeout: float = 120) -> str:
 
 
 def test_a_search_submitted_as_a_ray_job_stops_cleanly_and_resumes(cluster: FakeCluster, tmp_path: Path) -> None:
-    """`ray job submit`, `ray job logs` shows the search, `ray job stop` interrupts it (search and
-    trials `interrupted`), `--resume` finishes it as a new job."""
+    """`ray job submit --working-dir` (the checkout uploaded, `.rayignore` applied), `ray job logs`
+    shows the search, `ray job stop` interrupts it (search and trials `interrupted`), `--resume`
+    finishes it as a new job. The simulated nodes keep their runtime environments apart, as
+    machines do (tests/helpers/own_disk_provider.py)."""
     from tests.helpers.runs import children, steps
 
     space = write_space(tmp_path / "space.yaml", **{"train.epochs": 8, "train.batch_size": 16})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     where = f"--storage {tmp_path / 'results'} --mlflow-uri {uri} --experiment jobs"
     env_vars = '{"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60", "PYTHONUNBUFFERED": "1"}}'
-    # The checkout on the head, not a `--working-dir` upload: the simulated nodes share one
-    # runtime-resources directory, and an uploaded working dir vanished under a running job
-    # when nodes came and went.
-    ray_job(cluster, "submit", "--no-wait", "--submission-id", "skd_search",
-            "--runtime-env-json", env_vars, "--", sys.executable, str(REPO / "run_search.py"), "--address", "auto",
+    upload = ("--working-dir", str(REPO))  # the entry point's relative run_search.py is the uploaded one
+    ray_job(cluster, "submit", "--no-wait", "--submission-id", "skd_search", *upload,
+            "--runtime-env-json", env_vars, "--", sys.executable, "run_search.py", "--address", "auto",
             "--config", str(space), *where.split(), "--num-samples", "2", "--no-early-stopping")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -168,7 +168,7 @@ def test_a_search_submitted_as_a_ray_job_stops_cleanly_and_resumes(cluster: Fake
     assert runs and all(r.data.tags["skd.status"] in ("interrupted", "completed") for r in runs)
 
     out = subprocess.run([RAY, "job", "submit", "--address", cluster.dashboard, "--submission-id", "skd_resume",
-                          "--", sys.executable, str(REPO / "run_search.py"), "--address", "auto", "--resume",
+                          *upload, "--", sys.executable, "run_search.py", "--address", "auto", "--resume",
                           *where.split()],
                          env={**cluster.client_env(), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
                          timeout=400)

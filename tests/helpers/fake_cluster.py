@@ -37,13 +37,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher_config(gcs_address: str, worker_cpus: int, max_workers: int, idle_minutes: float) -> dict:
+def launcher_config(gcs_address: str, worker_cpus: int, max_workers: int, idle_minutes: float,
+                    provider_module: str | None = None) -> dict:
     """The whole launcher config of a simulated cluster (the wheel lacks the simulator's
-    defaults file, so every key the v1 autoscaler reads is spelled out)."""
+    defaults file, so every key the v1 autoscaler reads is spelled out). `provider_module`:
+    a subclass of the simulator's provider to load instead of `fake_multinode` itself."""
+    kind = {"type": "external", "module": provider_module} if provider_module else {"type": "fake_multinode"}
     return {
         "cluster_name": "skd_fake", "max_workers": max_workers, "upscaling_speed": 1.0,
         "idle_timeout_minutes": idle_minutes,
-        "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "use_node_id_as_ip": True,
+        "provider": {**kind, "gcs_address": gcs_address, "use_node_id_as_ip": True,
                      "disable_node_updaters": True, "disable_launch_config_check": True,
                      "launch_multiple": True},
         "available_node_types": {
@@ -60,11 +63,18 @@ def launcher_config(gcs_address: str, worker_cpus: int, max_workers: int, idle_m
 
 
 class FakeCluster:
-    """A simulated autoscaling cluster: head with 0 CPUs, `cpu_worker` nodes of `worker_cpus`."""
+    """A simulated autoscaling cluster: head with 0 CPUs, `cpu_worker` nodes of `worker_cpus`.
+
+    `own_disks` (default): every simulated node keeps its runtime environments in a folder of
+    its own, as separate machines would (`tests.helpers.own_disk_provider` says why a Ray job
+    with `--working-dir` needs that); off: Ray's `fake_multinode` exactly as the README's
+    rehearsal runs it.
+    """
 
     def __init__(self, root: Path, env: dict[str, str], worker_cpus: int = 1, max_workers: int = 2,
-                 idle_minutes: float = 0.25, update_interval_s: int = 2) -> None:
+                 idle_minutes: float = 0.25, update_interval_s: int = 2, own_disks: bool = True) -> None:
         self.root = root
+        self.own_disks = own_disks
         self.temp_dir = root / "ray"
         self.port = free_port()
         self.dashboard_port = free_port()
@@ -91,15 +101,20 @@ class FakeCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.token_file.write_text(secrets.token_hex(16))
         self.token_file.chmod(0o600)
+        head_env = dict(self.env)
+        module = None
+        if self.own_disks:
+            module, folder = self._install_provider()
+            head_env["PYTHONPATH"] = os.pathsep.join(p for p in (folder, self.env.get("PYTHONPATH")) if p)
         self.config.write_text(yaml.safe_dump(launcher_config(self.address, self.worker_cpus, self.max_workers,
-                                                              self.idle_minutes)))
+                                                              self.idle_minutes, module)))
         args = [RAY, "start", "--head", "--block", "--node-ip-address", self.ip, "--port", str(self.port),
                 "--num-cpus", "0", "--autoscaling-config", str(self.config), "--temp-dir", str(self.temp_dir),
                 "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                 "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(free_port()),
                 "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(args, env=head_env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -109,6 +124,16 @@ class FakeCluster:
                 return self
             time.sleep(0.5)
         raise RuntimeError(f"the simulated cluster did not come up in {timeout}s:\n{self.tail()}")
+
+    def _install_provider(self) -> tuple[str, str]:
+        """(module path, folder): the provider module alone in a folder for the head's PYTHONPATH
+        (the autoscaler's monitor imports it); the checkout itself stays off Ray's workers' path."""
+        from tests.helpers import own_disk_provider
+
+        folder = self.root / "provider"
+        folder.mkdir(exist_ok=True)
+        shutil.copy(own_disk_provider.__file__, folder / "skd_own_disk_provider.py")
+        return "skd_own_disk_provider.OwnDiskFakeProvider", str(folder)
 
     @staticmethod
     def _listening(port: int) -> bool:
