@@ -63,7 +63,8 @@ def run_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any], v
                 "seed": args.seed if args.seed is not None else 0, "grace_period": args.grace_period,
                 "sampler": args.sampler, "early_stopping": not args.no_early_stopping,
                 "start_from_defaults": not args.no_default_trial, "always_ray_train": args.always_ray_train,
-                "ddp_pool": not args.train_run_per_trial, "resource_wait_s": args.resource_wait_timeout}
+                "ddp_pool": not args.train_run_per_trial, "keep_pools": args.keep_ddp_pools,
+                "resource_wait_s": args.resource_wait_timeout}
     use_token_if_available()  # before Ray is imported: its core reads the authentication mode once
     state, folder = start_comparison(CompareRequest(methods, spaces, storage, uri, experiment, seeds, settings))
     print(f"comparison {state.name}: {', '.join(methods)}; {args.num_samples} trials each, then the best "

@@ -81,6 +81,8 @@ CLASHES: list[Clash] = [
     ("--results", ("--multi-objective", "--no-early-stopping"), "--results only reads a finished search"),
     ("--multi-objective", ("--no-early-stopping", "--sampler"),
      "--multi-objective always uses NSGA-II without early stopping"),
+    ("--keep-ddp-pools", ("--train-run-per-trial",),
+     "--keep-ddp-pools keeps the DDP pools that --train-run-per-trial turns off"),
 ]
 
 

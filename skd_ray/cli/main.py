@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-run-per-trial", action="store_true",
                    help="start a new Ray Train run for every multi-worker trial (default: persistent DDP "
                         "worker pools, one per concurrent trial, reused by every trial)")
+    p.add_argument("--keep-ddp-pools", action="store_true",
+                   help="train multi-worker trials in DDP pools on an autoscaling cluster too (default there: "
+                        "a Train run per trial, since a pool keeps its nodes up until the search ends)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions pack trials on one GPU")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits, or "

@@ -77,6 +77,7 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
                         seed=args.seed if args.seed is not None else 0, grace_period=args.grace_period,
                         always_ray_train=args.always_ray_train, ddp_pool=not args.train_run_per_trial,
+                        keep_pools=args.keep_ddp_pools,
                         sampler=args.sampler,
                         early_stopping=not args.no_early_stopping,
                         start_from_defaults=not args.no_default_trial, objectives=objectives,

@@ -207,8 +207,20 @@ def plan_search(req: SearchRequest, say: Any = print) -> tuple[int, bool]:
         say("autoscaling cluster: " + ", ".join(f"{t.name} up to {t.max_workers} x {format_resources(t.resources)}"
                                                 for t in view.node_types if not t.head)
             + f"; {limit} trial(s) at once")
-    if req.workers > 1 and req.ddp_pool:
+    pools_on_autoscaling(req, say)
+    return limit, True
+
+
+def pools_on_autoscaling(req: SearchRequest, say: Any = print) -> None:
+    """Multi-worker trials on an autoscaling cluster: a Train run per trial (`req.ddp_pool`
+    turned off), unless the user keeps the pools (`--keep-ddp-pools`); either way one line says
+    which and why."""
+    if req.workers < 2 or not req.ddp_pool:
+        return
+    if req.keep_pools:
+        say("multi-worker trials train in DDP pools (--keep-ddp-pools): the pools' nodes stay up until the "
+            "search ends")
+    else:
         req.ddp_pool = False
         say("multi-worker trials start their own Ray Train run: DDP pools would hold their nodes for the "
-            "whole search")
-    return limit, True
+            "whole search (--keep-ddp-pools keeps them)")

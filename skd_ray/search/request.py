@@ -52,6 +52,9 @@ class SearchRequest(Resources):
     # Multi-worker trials train in persistent DDP pools (one Ray Train run per concurrent
     # trial for the whole search); off: a new Ray Train run per trial.
     ddp_pool: bool = True
+    # Pools on an autoscaling cluster too (there the default is a Train run per trial: a pool
+    # holds its nodes until the search ends; see skd_ray.search.autoscaler).
+    keep_pools: bool = False
     sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
     early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
     start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)

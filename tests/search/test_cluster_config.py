@@ -96,3 +96,18 @@ def test_job_uploads_leave_out_the_environment_results_and_mlflow_stores() -> No
     ignored = (CLUSTER.parent / ".rayignore").read_text().split()
     assert {".venv/", "skd_results/", "mlruns/", "mlflow.db"} <= set(ignored)
     assert {".venv", "skd_results", "mlruns"} <= set(load()["rsync_exclude"])
+
+
+def test_multi_worker_trials_leave_the_pools_on_an_autoscaling_cluster_unless_kept() -> None:
+    """A pool holds its nodes until the search ends, so an autoscaling cluster gets a Train run
+    per trial; --keep-ddp-pools keeps the pools, and each choice is said in one line."""
+    from skd_ray.search.autoscaler import pools_on_autoscaling
+
+    for keep, pooled, said in ((False, False, "start their own Ray Train run"), (True, True, "train in DDP pools")):
+        req, lines = search_request(workers=2), []
+        req.keep_pools = keep
+        pools_on_autoscaling(req, lines.append)
+        assert req.ddp_pool is pooled and len(lines) == 1 and said in lines[0], lines
+    one_worker, lines = search_request(workers=1), []
+    pools_on_autoscaling(one_worker, lines.append)
+    assert one_worker.ddp_pool and not lines  # one-worker trials have no pool to keep or drop
