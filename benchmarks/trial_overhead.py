@@ -39,6 +39,10 @@ from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import load_space
 from skd_ray.training.metrics import TIME_EPOCH_S, TIME_STARTUP_S
 
+# Nothing here should wait for resources on a warm local cluster: a search stuck behind
+# resources ends with one error line within two minutes instead of running on.
+RESOURCE_WAIT_S = 120.0
+
 
 class TrialClock(tune.Callback):
     """Driver-side wall-clock times of every trial's start and of its latest result."""
@@ -72,7 +76,7 @@ def measure(name: str, space_path: Path, root: Path, trials: int, workers: int, 
     req = SearchRequest(space=load_space(space_path), storage=str(root / "results"), tracking_uri=uri,
                         experiment=name, search_name=name, num_samples=trials, workers=workers,
                         max_concurrent=1, grace_period=100, always_ray_train=always_ray_train,
-                        ddp_pool=ddp_pool, callbacks=[clock])
+                        ddp_pool=ddp_pool, callbacks=[clock], resource_wait_s=RESOURCE_WAIT_S)
     wall0 = time.time()
     outcome = run_search(req)
     wall = time.time() - wall0

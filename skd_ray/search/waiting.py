@@ -4,10 +4,11 @@ Everything a search starts asks Ray for resources through placement groups: Tune
 processes, the DDP pools' and per-trial Ray Train runs' worker groups. When one of them stays
 pending, nothing in Ray says so on the driver's console (Ray Train only logs its own startup
 timeout, every 60 s, and then retries without end). `ResourceWatch` is a thread in the driver
-that polls the cluster every few seconds and, once a request of this search has waited
-`NOTICE_S`, prints one line saying what waits, and either what the autoscaler is doing about
-it or what holds the resources (placement groups and actors by job: another search, or
-leftovers of an earlier one). When the search has waited `bound_s` without any progress
+that polls the cluster every few seconds, frees the placement groups that ended Train runs
+left behind (`orphans`), and, once a request of this search has waited `NOTICE_S`, prints one
+line saying what waits, and either what the autoscaler is doing about it or what holds the
+resources (placement groups and actors by job: another search, or leftovers of an earlier
+one). When the search has waited `bound_s` without any progress
 (no request granted, no trial result), it gives up: it interrupts the search the way Ctrl-C
 does (Tune saves its state, `--resume` continues) and the driver ends with one error line.
 """
@@ -28,6 +29,7 @@ from ray import tune
 
 from skd_ray.errors import SkdError
 from skd_ray.search.autoscaler import activity, format_resources
+from skd_ray.search.orphans import free_orphaned_groups
 
 # A request pending this long gets its first console line; then one line per REPEAT_S. While
 # the autoscaler launches nodes for it the wait is expected and worth seeing at once (a launch
@@ -94,6 +96,10 @@ class ResourceWatch:
     def check(self, now: float | None = None) -> None:
         """One poll: note granted requests, report and bound the waiting ones."""
         now = time.monotonic() if now is None else now
+        for orphan in free_orphaned_groups(self.job_id):
+            self.say(f"freed {format_resources(orphan.resources)} that a Ray Train run "
+                     f"left behind when its trial ended (its controller is gone; Ray keeps such groups "
+                     f"until the search ends)")
         groups = placement_groups(self.gcs_address, self.job_id)
         created = {g["placement_group_id"] for g in groups if g["state"] == "CREATED"}
         if created - self._created:

@@ -40,8 +40,12 @@ def test_method_cost_quick_prints_a_ratio_per_method() -> None:
 
 def run_quick(script: str) -> str:
     path = SCRIPT.parent / script
-    proc = subprocess.run([sys.executable, str(path), "--quick"], capture_output=True, text=True,
-                          timeout=600, check=False)
+    try:
+        proc = subprocess.run([sys.executable, str(path), "--quick"], capture_output=True, text=True,
+                              timeout=600, check=False)
+    except subprocess.TimeoutExpired as err:  # show where it stood, not only that it ran long
+        out = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else err.stdout or ""
+        pytest.fail(f"{script} --quick ran over 600 s; its last output:\n{out[-4000:]}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout
 

@@ -19,6 +19,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> dict:
     state = {"groups": PENDING, "activity": None}
     monkeypatch.setattr(waiting, "placement_groups", lambda address, job: state["groups"])
     monkeypatch.setattr(waiting, "activity", lambda address: state["activity"])
+    monkeypatch.setattr(waiting, "free_orphaned_groups", lambda job: [])
     monkeypatch.setattr(ResourceWatch, "situation", lambda self: "free: 0 of 0 CPU; held by: nothing")
     return state
 
