@@ -68,6 +68,7 @@ class ResourceWatch:
         self.waiting_since: float | None = None
         self.last_notice = 0.0
         self._created: set[str] = set()
+        self._orphan_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="resource-watch")
 
@@ -96,10 +97,7 @@ class ResourceWatch:
     def check(self, now: float | None = None) -> None:
         """One poll: note granted requests, report and bound the waiting ones."""
         now = time.monotonic() if now is None else now
-        for orphan in free_orphaned_groups(self.job_id):
-            self.say(f"freed {format_resources(orphan.resources)} that a Ray Train run "
-                     f"left behind when its trial ended (its controller is gone; Ray keeps such groups "
-                     f"until the search ends)")
+        self.free_orphans()
         groups = placement_groups(self.gcs_address, self.job_id)
         created = {g["placement_group_id"] for g in groups if g["state"] == "CREATED"}
         if created - self._created:
@@ -127,6 +125,21 @@ class ResourceWatch:
             line = line or f"waiting for resources: {describe_pending(pending)}; {self.situation()}"
             self.say(f"{line} (waiting {waited:.0f} s; the search gives up after "
                      f"{self.bound_s:.0f} s without progress, --resource-wait-timeout)")
+
+    def free_orphans(self) -> None:
+        """Free the groups ended Train runs left behind; a failure here is said once and never
+        stops the watch from reporting and bounding the waiting requests."""
+        try:
+            freed = free_orphaned_groups(self.job_id)
+        except Exception as err:
+            if not self._orphan_error:
+                self._orphan_error = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+                self.say(f"resource watch: cannot look for placement groups left by ended Train runs "
+                         f"({self._orphan_error})")
+            return
+        for orphan in freed:
+            self.say(f"freed {format_resources(orphan.resources)} that a Ray Train run left behind when its "
+                     f"trial ended (its controller is gone; Ray keeps such groups until the search ends)")
 
     def autoscaler_line(self, pending: list[dict[str, Any]]) -> str | None:
         """What the autoscaler does for the pending requests; None while it launches nothing."""

@@ -72,3 +72,18 @@ def test_no_progress_for_the_bound_gives_up(cluster: dict, monkeypatch: pytest.M
     w.check(now=w.last_progress + 1)
     w.check(now=w.last_progress + 32)
     assert w.gave_up and "waited" in w.gave_up and signals and lines[-1].startswith("giving up:")
+
+
+def test_a_failing_orphan_lookup_is_said_once_and_the_watch_goes_on(cluster: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(job: str) -> list:
+        raise AttributeError("no placement group table")
+
+    monkeypatch.setattr(waiting, "free_orphaned_groups", broken)
+    lines: list[str] = []
+    w = watch(False, lines)
+    w.check(now=100.0)
+    w.check(now=100.0 + NOTICE_S)
+    assert lines[0] == ("resource watch: cannot look for placement groups left by ended Train runs "
+                        "(AttributeError: no placement group table)")
+    assert len(lines) == 2 and lines[1].startswith("waiting for resources: 1 trial request(s) pending")
