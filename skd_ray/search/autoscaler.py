@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,16 @@ def plan_on_node_types(view: AutoscalerView, req: SearchRequest) -> int:
 
 def format_resources(resources: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}" if resources else "{}"
+
+
+def cpus_and_gpus(bundles: Iterable[Mapping[str, float]]) -> Counter:
+    """The CPUs and GPUs that placement-group bundles reserve, summed (other keys ignored)."""
+    total: Counter = Counter()
+    for bundle in bundles:
+        for key, value in bundle.items():
+            if key in ("CPU", "GPU") and value:
+                total[key] += value
+    return total
 
 
 def plan_search(req: SearchRequest, say: Any = print) -> tuple[int, bool]:

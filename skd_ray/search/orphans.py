@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from skd_ray.search.autoscaler import cpus_and_gpus
+
 # An empty ActorID (the driver created the group) is all 0xff bytes.
 NIL = "f"
 
@@ -27,7 +29,6 @@ class Orphan:
     """A placement group of this job whose creating actor is dead."""
 
     group_id: str
-    creator_actor_id: str
     resources: dict[str, float]
 
 
@@ -46,7 +47,8 @@ def orphaned_groups(job_id: str) -> Iterator[Orphan]:
         if not creator or set(creator) == {NIL}:
             continue
         if actor_state(creator) == "DEAD":
-            yield Orphan(group.placement_group_id.hex(), creator, bundle_total(group))
+            resources = cpus_and_gpus(bundle.unit_resources for bundle in group.bundles)
+            yield Orphan(group.placement_group_id.hex(), dict(resources))
 
 
 def actor_state(actor_id: str) -> str | None:
@@ -55,15 +57,6 @@ def actor_state(actor_id: str) -> str | None:
 
     info: dict[str, Any] = state.actor_table(actor_id) or {}
     return info.get("State")
-
-
-def bundle_total(group: Any) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for bundle in group.bundles:
-        for key, value in bundle.unit_resources.items():
-            if key in ("CPU", "GPU") and value:
-                total[key] = total.get(key, 0.0) + value
-    return total
 
 
 def free_orphaned_groups(job_id: str) -> list[Orphan]:

@@ -8,9 +8,9 @@ that polls the cluster every few seconds, frees the placement groups that ended 
 left behind (`orphans`), and, once a request of this search has waited `NOTICE_S`, prints one
 line saying what waits, and either what the autoscaler is doing about it or what holds the
 resources (placement groups and actors by job: another search, or leftovers of an earlier
-one). When the search has waited `bound_s` without any progress
-(no request granted, no trial result), it gives up: it interrupts the search the way Ctrl-C
-does (Tune saves its state, `--resume` continues) and the driver ends with one error line.
+one). When the search has waited `bound_s` without any progress (no request granted, no trial
+result), it gives up: it interrupts the search the way Ctrl-C does (Tune saves its state,
+`--resume` continues) and the driver ends with one error line.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from ray import tune
 
 from skd_ray.errors import SkdError
-from skd_ray.search.autoscaler import activity, format_resources
+from skd_ray.search.autoscaler import activity, cpus_and_gpus, format_resources
 from skd_ray.search.orphans import free_orphaned_groups
 
 # A request pending this long gets its first console line; then one line per REPEAT_S. While
@@ -97,6 +97,9 @@ class ResourceWatch:
     def check(self, now: float | None = None) -> None:
         """One poll: note granted requests, report and bound the waiting ones."""
         now = time.monotonic() if now is None else now
+        # Two reads of the groups on purpose: the orphan sweep needs each group's creating actor,
+        # which only Ray's private GCS accessor gives; waiting is watched through the public state
+        # API, so a change in the private one can cost the sweep but never the bound.
         self.free_orphans()
         groups = placement_groups(self.gcs_address, self.job_id)
         created = {g["placement_group_id"] for g in groups if g["state"] == "CREATED"}
@@ -201,10 +204,9 @@ def holders(address: str, job_id: str) -> str:
     inside: dict[str, Counter] = {}
     for group in list_placement_groups(address, filters=[("state", "=", "CREATED")], detail=True, limit=10000,
                                        timeout=10, raise_on_missing_output=False):
-        for bundle in group.bundles or []:
-            for key, value in (bundle.get("unit_resources") or {}).items():
-                if key in ("CPU", "GPU") and value:
-                    held.setdefault(group.creator_job_id, Counter())[key] += value
+        reserved = cpus_and_gpus(bundle.get("unit_resources") or {} for bundle in group.bundles or [])
+        if reserved:
+            held.setdefault(group.creator_job_id, Counter()).update(reserved)
     for actor in list_actors(address, filters=[("state", "=", "ALIVE")], detail=True, limit=10000, timeout=10,
                              raise_on_missing_output=False):
         for key, value in (actor.required_resources or {}).items():

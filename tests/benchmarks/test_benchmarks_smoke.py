@@ -44,7 +44,8 @@ def run_quick(script: str) -> str:
         proc = subprocess.run([sys.executable, str(path), "--quick"], capture_output=True, text=True,
                               timeout=600, check=False)
     except subprocess.TimeoutExpired as err:  # show where it stood, not only that it ran long
-        out = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else err.stdout or ""
+        out = err.stdout or b""  # bytes on POSIX even with text=True
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
         pytest.fail(f"{script} --quick ran over 600 s; its last output:\n{out[-4000:]}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout
