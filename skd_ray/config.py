@@ -39,10 +39,20 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone choice; `width` None means the backbone's published width."""
+    """Backbone choice and how to see its stages.
+
+    `backbone`: a registered name (resnet18, resnet20, ...), `wrn_<depth>_<k>`, `timm:<model>`
+    or `package.module:factory`. `width` None means the backbone's published width (built-in
+    ResNets only). `stages` and `classifier` name the modules to tap on networks that do not
+    list their stages themselves (e.g. [layer1, layer2, layer3, layer4] and fc on
+    torchvision's ResNets); `weights` is a local state-dict file to start from.
+    """
 
     backbone: str = "resnet_small"
     width: int | None = None
+    stages: list[str] = field(default_factory=list)
+    classifier: str = ""
+    weights: str = ""
 
 
 @dataclass

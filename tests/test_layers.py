@@ -1,6 +1,6 @@
 """The package's layer rule, read from the source with `ast` (nothing is imported).
 
-Layers, bottom-up: errors -> config -> models -> methods -> data -> training -> results ->
+Layers, bottom-up: errors -> plugins -> config -> models -> methods -> data -> training -> results ->
 search -> selection -> cli. A module may import its own layer and the layers below it, never
 one above; the import graph has no cycle; the Ray-free core never imports Ray, Optuna or
 MLflow, and `results` never imports Ray. A function-local import of a skd_ray module must say
@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "skd_ray"
-LAYERS = ["errors", "config", "models", "methods", "data", "training", "results", "search", "selection", "cli"]
+LAYERS = ["errors", "plugins", "config", "models", "methods", "data", "training", "results", "search", "selection",
+          "cli"]
 ENTRY_POINTS = {"skd_ray", "skd_ray.__main__"}
-FORBIDDEN = {layer: {"ray", "optuna", "mlflow"} for layer in ("errors", "config", "models", "methods", "data",
-                                                               "training")}
+FORBIDDEN = {layer: {"ray", "optuna", "mlflow"} for layer in ("errors", "plugins", "config", "models", "methods",
+                                                               "data", "training")}
 FORBIDDEN["results"] = {"ray"}
 
 

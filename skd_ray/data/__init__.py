@@ -38,14 +38,15 @@ class DatasetInfo:
     in_channels: int
     pad: int  # random-crop padding when augmenting
     flip: bool
+    image_size: int  # side of the (square) images; 0: data.image_size decides (imagefolder)
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10, 1, 0, False),  # 8x8 digits: flips and shifts change the class
-    "fashion-mnist": DatasetInfo(10, 1, 2, True),
-    "cifar10": DatasetInfo(10, 3, 4, True),  # crop 4 + flip: the recipe of every CIFAR paper
-    "cifar100": DatasetInfo(100, 3, 4, True),
-    "imagefolder": DatasetInfo(0, 3, 0, True),  # classes read from the folder
+    "digits": DatasetInfo(10, 1, 0, False, 8),  # 8x8 digits: flips and shifts change the class
+    "fashion-mnist": DatasetInfo(10, 1, 2, True, 28),
+    "cifar10": DatasetInfo(10, 3, 4, True, 32),  # crop 4 + flip: the recipe of every CIFAR paper
+    "cifar100": DatasetInfo(100, 3, 4, True, 32),
+    "imagefolder": DatasetInfo(0, 3, 0, True, 0),  # classes read from the folder
 }
 
 
@@ -68,6 +69,11 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r} (data.name)", f"choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def input_image_size(cfg: DataConfig) -> int:
+    """Side of the images a model trained on `cfg`'s data sees."""
+    return dataset_info(cfg.name).image_size or cfg.image_size
 
 
 def holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from skd_ray.models import StagedResNet
+from skd_ray.models import StagedBackbone
 from skd_ray.models.flops import count_macs
 
 
@@ -68,12 +68,18 @@ class SelfKDMethod(nn.Module):
     # searched). Methods whose extra heads only help training keep False.
     multi_exit: ClassVar[bool] = False
 
-    def __init__(self, backbone: StagedResNet, params: Any, ctx: MethodContext | None = None) -> None:
+    def __init__(self, backbone: StagedBackbone, params: Any, ctx: MethodContext | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.params = params
         self.ctx = ctx or MethodContext()
         self._costs: dict[str, ExitCost] | None = None
+
+    @classmethod
+    def stage_defaults(cls, num_stages: int) -> dict[str, Any]:
+        """Parameter defaults that depend on the backbone's stage count (applied where the
+        configuration leaves them unset)."""
+        return {}
 
     @classmethod
     def validate_params(cls, params: Any, num_stages: int) -> None:

@@ -39,6 +39,7 @@ Where this differs from the code:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,8 +49,8 @@ from skd_ray.errors import ConfigError
 from skd_ray.methods import register_method
 from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy, MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import kl_t
-from skd_ray.models import StagedResNet
-from skd_ray.models.flops import count_macs
+from skd_ray.models import StagedBackbone
+from skd_ray.models.flops import count_macs, stage_prefix_macs
 from skd_ray.models.heads import ExitHead
 
 
@@ -97,19 +98,25 @@ class Byot(SelfKDMethod):
     params: ByotParams
     multi_exit = True  # every exit answers at inference (dynamic early exit)
 
-    def __init__(self, backbone: StagedResNet, params: ByotParams, ctx: MethodContext | None = None) -> None:
+    def __init__(self, backbone: StagedBackbone, params: ByotParams, ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)
         self.stages = sorted(params.exits)
-        last = len(backbone.stage_channels)
+        layout = backbone.layout
+        last = layout.num_stages
         self.hint_stages = [s for s in self.stages if params.hint_exits == "all" or s != last - 1]
         self.heads = nn.ModuleDict()
         self.hint_proj = nn.ModuleDict()
         for s in self.stages:
-            head = ExitHead(backbone.stage_channels[s - 1:last], backbone.stage_strides[s - 1:last],
+            head = ExitHead(list(layout.channels[s - 1:last]), list(layout.strides[s - 1:last]),
                             backbone.num_classes, params.attention)
             self.heads[exit_name(s)] = head
             if s in self.hint_stages:  # no unused parameters: DDP runs without find_unused_parameters
-                self.hint_proj[exit_name(s)] = nn.Linear(head.feature_dim, backbone.stage_channels[-1])
+                # to the pooled deepest feature (wider than the last stage where a head conv follows it)
+                self.hint_proj[exit_name(s)] = nn.Linear(head.feature_dim, layout.pooled_dim)
+
+    @classmethod
+    def stage_defaults(cls, num_stages: int) -> dict[str, Any]:
+        return {"exits": list(range(1, num_stages))}  # the papers: an exit after every non-final stage
 
     @classmethod
     def validate_params(cls, params: ByotParams, num_stages: int) -> None:
@@ -139,9 +146,7 @@ class Byot(SelfKDMethod):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MethodOutput:
         p = self.params
-        feats = self.backbone.forward_stages(x)
-        deep_feat = self.backbone.pool(feats[-1])
-        z_deep = self.backbone.fc(deep_feat)
+        feats, deep_feat, z_deep = self.backbone.forward_stages(x)
         ce_final = F.cross_entropy(z_deep, y)
         terms = {"ce_final": ce_final}
         loss = ce_final
@@ -161,9 +166,9 @@ class Byot(SelfKDMethod):
         return MethodOutput(loss, z_deep, terms)
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.backbone.forward_stages(x)
+        feats, _, logits = self.backbone.forward_stages(x)
         out = {exit_name(s): self.heads[exit_name(s)](feats[s - 1])[1] for s in self.stages}
-        out[FINAL] = self.backbone.classify(feats[-1])
+        out[FINAL] = logits
         return out
 
     def exit_policy(self) -> ExitPolicy:
@@ -172,15 +177,8 @@ class Byot(SelfKDMethod):
         return ExitPolicy(self.params.ensemble, per_exit)
 
     def _exit_costs(self, one: torch.Tensor, full_macs: int) -> dict[str, ExitCost]:
-        bb = self.backbone
-        prefix, feats = [], []
-        macs = count_macs(bb.stem, one)
-        out = bb.stem(one)
-        for stage in bb.stages:
-            macs += count_macs(stage, out)
-            out = stage(out)
-            prefix.append(macs)
-            feats.append(out)
+        prefix, _ = stage_prefix_macs(self.backbone, self.backbone.stage_modules(), one)
+        feats = self.backbone.forward_stages(one).maps
         costs: dict[str, ExitCost] = {}
         heads_so_far = 0
         for s in self.stages:

@@ -34,7 +34,7 @@ from skd_ray.errors import ConfigError
 from skd_ray.methods import register_method
 from skd_ray.methods.base import MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import kl_t
-from skd_ray.models import StagedResNet
+from skd_ray.models import StagedBackbone
 from skd_ray.models.heads import ExitHead
 
 
@@ -58,15 +58,19 @@ class LightSkd(SelfKDMethod):
 
     params: LightSkdParams
 
-    def __init__(self, backbone: StagedResNet, params: LightSkdParams,
+    def __init__(self, backbone: StagedBackbone, params: LightSkdParams,
                  ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)
-        s, last = params.aux_stage, len(backbone.stage_channels)
-        self.aux_head = ExitHead(backbone.stage_channels[s - 1:last], backbone.stage_strides[s - 1:last],
+        s, layout = params.aux_stage, backbone.layout
+        self.aux_head = ExitHead(list(layout.channels[s - 1:]), list(layout.strides[s - 1:]),
                                  backbone.num_classes, attention=True, gate_align_corners=True)
         self.register_buffer("dsr_prev", torch.zeros(0, backbone.num_classes))
         # Each rank keeps its own previous batch; DDP must not overwrite it with rank 0's.
         self._ddp_params_and_buffers_to_ignore = ["dsr_prev"]
+
+    @classmethod
+    def stage_defaults(cls, num_stages: int) -> dict[str, Any]:
+        return {"aux_stage": min(2, num_stages - 1)}  # the code's head sits after stage 2
 
     @classmethod
     def validate_params(cls, params: LightSkdParams, num_stages: int) -> None:
@@ -91,8 +95,7 @@ class LightSkd(SelfKDMethod):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MethodOutput:
         p = self.params
-        feats = self.backbone.forward_stages(x)
-        logits = self.backbone.classify(feats[-1])
+        feats, _, logits = self.backbone.forward_stages(x)
         _, aux_logits = self.aux_head(feats[p.aux_stage - 1])
         ce, ce_aux = F.cross_entropy(logits, y), F.cross_entropy(aux_logits, y)
         zero = torch.zeros((), device=logits.device)

@@ -25,7 +25,7 @@ from skd_ray.methods import register_method
 from skd_ray.methods.base import MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import soft_ce
 from skd_ray.methods.sample_memory import SampleMemory
-from skd_ray.models import StagedResNet
+from skd_ray.models import StagedBackbone
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Pskd(SelfKDMethod):
 
     params: PskdParams
 
-    def __init__(self, backbone: StagedResNet, params: PskdParams, ctx: MethodContext | None = None) -> None:
+    def __init__(self, backbone: StagedBackbone, params: PskdParams, ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)
         self.memory = SampleMemory(self.ctx.num_train_samples, backbone.num_classes)
         self._ddp_params_and_buffers_to_ignore = self.memory.ddp_ignore_names("memory")

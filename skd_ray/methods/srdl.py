@@ -30,7 +30,7 @@ from skd_ray.methods import register_method
 from skd_ray.methods.base import MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import kl_t
 from skd_ray.methods.sample_memory import SampleMemory, distributed_ready
-from skd_ray.models import StagedResNet
+from skd_ray.models import StagedBackbone
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Srdl(SelfKDMethod):
 
     params: SrdlParams
 
-    def __init__(self, backbone: StagedResNet, params: SrdlParams, ctx: MethodContext | None = None) -> None:
+    def __init__(self, backbone: StagedBackbone, params: SrdlParams, ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)
         self.snapshot = copy.deepcopy(backbone)
         for p in self.snapshot.parameters():

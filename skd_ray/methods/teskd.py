@@ -22,6 +22,7 @@ the official batch sum.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from skd_ray.errors import ConfigError
 from skd_ray.methods import register_method
 from skd_ray.methods.base import MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import kl_t
-from skd_ray.models import StagedResNet
+from skd_ray.models import StagedBackbone
 from skd_ray.models.fpn import BranchHead, TopDownFPN
 
 
@@ -74,18 +75,23 @@ class Teskd(SelfKDMethod):
 
     params: TeskdParams
 
-    def __init__(self, backbone: StagedResNet, params: TeskdParams, ctx: MethodContext | None = None) -> None:
+    def __init__(self, backbone: StagedBackbone, params: TeskdParams, ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)
-        n = len(backbone.stage_channels)
-        width = backbone.stage_channels[-1]  # official: 512 * expansion, the last stage's width
+        layout = backbone.layout
+        n = layout.num_stages
+        width = layout.channels[-1]  # official: 512 * expansion, the last stage's width
         self.levels = list(range(n - params.num_students, n))  # 1-based stage numbers
-        self.fpn = TopDownFPN(backbone.stage_channels, width, self.levels[0])
+        self.fpn = TopDownFPN(list(layout.channels), width, self.levels[0])
         self.heads = nn.ModuleDict()
         for level in self.levels:
-            kernel = 1
-            for s in backbone.stage_strides[level:]:
-                kernel *= s
-            self.heads[student_name(level)] = BranchHead(width, kernel, backbone.num_classes)
+            # Students end at the pooled teacher feature's width for the feature loss: the last
+            # stage's width on ResNets, wider where a head conv follows it (EfficientNet, MobileNet).
+            self.heads[student_name(level)] = BranchHead(width, layout.reduction_between(level - 1, n - 1),
+                                                         backbone.num_classes, layout.pooled_dim)
+
+    @classmethod
+    def stage_defaults(cls, num_stages: int) -> dict[str, Any]:
+        return {"num_students": min(3, num_stages - 1)}  # official: 3 students on a 4-stage ResNet
 
     @classmethod
     def validate_params(cls, params: TeskdParams, num_stages: int) -> None:
@@ -108,9 +114,7 @@ class Teskd(SelfKDMethod):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MethodOutput:
         p = self.params
-        feats = self.backbone.forward_stages(x)
-        t_feat = self.backbone.pool(feats[-1])
-        logits = self.backbone.fc(t_feat)
+        feats, t_feat, logits = self.backbone.forward_stages(x)
         teacher = logits.detach() if p.detach_teacher else logits
         ce_t = F.cross_entropy(logits, y)
         terms = {"ce": ce_t}

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from skd_ray.errors import ConfigError
 from skd_ray.methods import register_method
 from skd_ray.methods.base import MethodContext, MethodOutput, SelfKDMethod
-from skd_ray.models import StagedResNet
+from skd_ray.models import StagedBackbone
 
 
 @dataclass
@@ -71,11 +71,17 @@ class Tfd(SelfKDMethod):
 
     params: TfdParams
 
-    def __init__(self, backbone: StagedResNet, params: TfdParams, ctx: MethodContext | None = None) -> None:
+    def __init__(self, backbone: StagedBackbone, params: TfdParams, ctx: MethodContext | None = None) -> None:
         super().__init__(backbone, params, ctx)
-        n = len(backbone.stage_channels)
+        channels = backbone.layout.channels
+        n = len(channels)
         self.pairs = list(combinations(range(n), 2)) if params.pairs == "all" else \
             [(i, i + 1) for i in range(n - 1)]
+        narrow = [(s + 1, d + 1) for s, d in self.pairs if channels[d] < channels[s]]
+        if narrow:  # the deep map's first C_s channels are the target: it needs that many
+            raise ConfigError(f"tfd pairs stage {narrow[0][0]} ({channels[narrow[0][0] - 1]} channels) with the "
+                              f"narrower stage {narrow[0][1]} ({channels[narrow[0][1] - 1]} channels)",
+                              "use method.pairs=adjacent or a backbone whose deeper stages are at least as wide")
         self.reg_weight = self.warmup_factor(0)
 
     @classmethod
@@ -98,8 +104,7 @@ class Tfd(SelfKDMethod):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MethodOutput:
         p = self.params
-        feats = self.backbone.forward_stages(x)
-        logits = self.backbone.classify(feats[-1])
+        feats, _, logits = self.backbone.forward_stages(x)
         ce = F.cross_entropy(logits, y)
         inter = torch.stack([inter_layer(feats[s], feats[d]) for s, d in self.pairs]).mean()
         reg = p.l_inter * inter

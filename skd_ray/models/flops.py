@@ -13,7 +13,17 @@ from torch import nn
 
 def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
     """MACs of the conv/linear layers inside `module` for `module(*inputs)` (batch 1 assumed)."""
+    return stage_prefix_macs(module, [], *inputs)[1]
+
+
+def stage_prefix_macs(module: nn.Module, marks: list[nn.Module], *inputs: torch.Tensor) -> tuple[list[int], int]:
+    """MACs spent when each module of `marks` has finished, and in all, for `module(*inputs)`.
+
+    With the backbone's stage modules as marks this is the cost of reaching each stage, read in
+    one forward pass of any network whose stages run one after the other.
+    """
     total = 0
+    reached: dict[int, int] = {}
 
     def conv_hook(mod: nn.Conv2d, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         nonlocal total
@@ -22,7 +32,12 @@ def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
 
     def linear_hook(mod: nn.Linear, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         nonlocal total
-        total += int(mod.in_features * mod.out_features)
+        total += int(out[0].numel() * mod.in_features)  # per position: a token-wise MLP counts each
+
+    def mark_hook(i: int):
+        def hook(_mod: nn.Module, _inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+            reached[i] = total
+        return hook
 
     handles = []
     for m in module.modules():
@@ -30,10 +45,12 @@ def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
+    # After the counting hooks, so a stage that is itself a conv counts its own MACs first.
+    handles += [m.register_forward_hook(mark_hook(i)) for i, m in enumerate(marks)]
     try:
         with torch.no_grad():
             module(*inputs)
     finally:
         for h in handles:
             h.remove()
-    return total
+    return [reached.get(i, 0) for i in range(len(marks))], total

@@ -82,15 +82,17 @@ class BranchHead(nn.Module):
     """Official `auxiliary_branch`: kxk stride-k conv-BN-ReLU -> 1x1 conv-BN-ReLU -> GAP -> fc.
 
     k is the total stride between the branch's level and the last stage, so the pooled
-    feature comes from a map at the last stage's resolution and width. The kxk conv runs as
+    feature comes from a map at the last stage's resolution; `out_width` (default `width`) is
+    the pooled feature's width. The kxk conv runs as
     `patch_conv` (the same function, computed as a matrix product).
     """
 
-    def __init__(self, width: int, kernel: int, num_classes: int) -> None:
+    def __init__(self, width: int, kernel: int, num_classes: int, out_width: int | None = None) -> None:
         super().__init__()
+        out_width = out_width or width
         self.body = nn.Sequential(conv_bn_relu(width, width, kernel, kernel, bias=True),
-                                  conv_bn_relu(width, width, 1, 1, bias=True))
-        self.fc = nn.Linear(width, num_classes)
+                                  conv_bn_relu(width, out_width, 1, 1, bias=True))
+        self.fc = nn.Linear(out_width, num_classes)
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         (conv, bn, relu), rest = self.body[0], self.body[1]

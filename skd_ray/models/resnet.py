@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from skd_ray.models.contract import StagedBackbone, StageLayout, StageOutputs
+
 
 class BasicBlock(nn.Module):
     """The two-conv residual block of ResNet-18/34 (He et al. 2016)."""
@@ -31,11 +33,13 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class StagedResNet(nn.Module):
+class StagedResNet(StagedBackbone):
     """ResNet with a 3x3 stem (CIFAR style, no max-pool) and `len(blocks)` stages.
 
     Stage i>0 halves the resolution and doubles the width. `forward_stages` returns the
-    post-activation output of every stage, `classify` maps the last one to logits.
+    post-activation output of every stage, `classify` maps the last one to logits. With
+    `blocks=[n, n, n]` and width 16 it is He et al. 2016's CIFAR ResNet-(6n+2) (ResNet-20,
+    -32, -56, -110), with projection shortcuts (option B) where the shape changes.
     """
 
     def __init__(
@@ -57,15 +61,20 @@ class StagedResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_classes = num_classes
+        self.layout = StageLayout(tuple(self.stage_channels), tuple(self.stage_strides), in_ch)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of every stage, shallow to deep."""
-        feats = []
+    def forward_stages(self, x: torch.Tensor) -> StageOutputs:
+        """Outputs of every stage (shallow to deep), the pooled last one and the logits."""
+        maps = []
         out = self.stem(x)
         for stage in self.stages:
             out = stage(out)
-            feats.append(out)
-        return feats
+            maps.append(out)
+        pooled = self.pool(out)
+        return StageOutputs(maps, pooled, self.fc(pooled))
+
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.stages)
 
     def pool(self, feat: torch.Tensor) -> torch.Tensor:
         """Global average pool to a (batch, channels) feature."""
@@ -75,5 +84,3 @@ class StagedResNet(nn.Module):
         """Logits of the backbone's own classifier from the last stage's output."""
         return self.fc(self.pool(feat))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.forward_stages(x)[-1])

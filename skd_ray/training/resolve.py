@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from skd_ray.config import SECTIONS, TrainConfig, build_dataclass, split_flat, validate_core
-from skd_ray.data import DataBundle, dataset_info, load_data
+from skd_ray.data import DataBundle, dataset_info, input_image_size, load_data
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method, get_method_spec
-from skd_ray.models import backbone_num_stages, build_backbone
+from skd_ray.models import backbone_layout, build_backbone
 
 
 def resolve_config(flat: dict[str, Any]) -> TrainConfig:
@@ -22,12 +22,17 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     method, sections, method_values = split_flat(flat)
     spec = get_method_spec(method)
     kwargs = {name: build_dataclass(cls, sections[name], name) for name, cls in SECTIONS.items()}
+    data_cfg, m = kwargs["data"], kwargs["model"]
+    info = dataset_info(data_cfg.name)
+    layout = backbone_layout(m.backbone, m.width, info.in_channels, max(2, info.num_classes),
+                             input_image_size(data_cfg), tuple(m.stages), m.classifier)
+    # Defaults that depend on the stage count (BYOT's exits after every non-final stage, ...)
+    # are written into the config, so the logged parameters say what really ran.
+    method_values = {**spec.cls.stage_defaults(layout.num_stages), **method_values}
     params = build_dataclass(spec.params, method_values, "method")
     cfg = TrainConfig(method=method, method_params=params, **kwargs)
     validate_core(cfg)
-    dataset_info(cfg.data.name)
-    num_stages = backbone_num_stages(cfg.model.backbone)
-    spec.validate(params, num_stages)
+    spec.validate(params, layout.num_stages)
     return cfg
 
 
@@ -35,6 +40,9 @@ def build_run(cfg: TrainConfig) -> tuple[DataBundle, SelfKDMethod]:
     """The data and the method (backbone, exit heads, students, per-sample stores) that `cfg`
     trains, on the CPU: the one place that builds them, for training, export and benchmarks."""
     data = load_data(cfg.data)
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.width, data.in_channels, data.num_classes,
+                              image_size=input_image_size(cfg.data), stages=m.stages, classifier=m.classifier,
+                              weights=m.weights)
     method = build_method(cfg.method, backbone, cfg.method_params, MethodContext(num_train_samples=len(data.train)))
     return data, method

@@ -84,7 +84,7 @@ def test_loss_matches_hand_formula(kd_t_squared: bool, exits: list[int], hint_ex
     out = method(x, y)
 
     with torch.no_grad():
-        feats = method.backbone.forward_stages(x)
+        feats = method.backbone.forward_stages(x).maps
         f_deep = feats[-1].double().mean(dim=(2, 3))
         fc = method.backbone.fc
         z_deep = f_deep @ fc.weight.double().T + fc.bias.double()
@@ -224,7 +224,7 @@ def test_predict_final_is_the_backbone_and_matches_forward_logits() -> None:
         preds = method.predict(x)
         assert torch.allclose(preds[FINAL], method.deployable()(x))
         assert torch.allclose(preds[FINAL], method(x, y).logits)
-        pooled, z = method.heads["exit2"](method.backbone.forward_stages(x)[1])
+        pooled, z = method.heads["exit2"](method.backbone.forward_stages(x).maps[1])
         assert torch.allclose(preds["exit2"], z)
     assert method.deployable() is method.backbone
 
@@ -251,7 +251,7 @@ def test_attention_switch_changes_head_structure() -> None:
 def test_heads_reach_final_width(attention: bool, size: int) -> None:
     method = tiny_byot(attention=attention)
     x, _ = batch(n=2, size=size)
-    feats = method.backbone.forward_stages(x)
+    feats = method.backbone.forward_stages(x).maps
     for s in (1, 2, 3):
         pooled, z = method.heads[f"exit{s}"](feats[s - 1])
         assert pooled.shape == (2, method.backbone.stage_channels[-1])

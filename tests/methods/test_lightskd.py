@@ -21,7 +21,7 @@ def make(seed: int = 0, **kw) -> LightSkd:
 
 
 def outputs(m: LightSkd, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    feats = m.backbone.forward_stages(x)
+    feats = m.backbone.forward_stages(x).maps
     return m.backbone.classify(feats[-1]), m.aux_head(feats[m.params.aux_stage - 1])[1]
 
 

@@ -28,7 +28,7 @@ def test_students_keep_the_deepest_levels(n: int, levels: list[int]):
 def test_fpn_levels_have_stage_resolution_and_last_stage_width():
     m = make()
     x, _ = batch(n=2, size=8)
-    feats = m.backbone.forward_stages(x)
+    feats = m.backbone.forward_stages(x).maps
     fused = m.fpn(feats)
     for level in (1, 2, 3):
         assert fused[level].shape == (2, m.backbone.stage_channels[-1], *feats[level - 1].shape[-2:])
@@ -41,7 +41,7 @@ def test_loss_matches_formula(reduction: str, scale: float):
     m = make(fea_reduction=reduction)
     x, y = batch(n=3)
     out = m(x, y)
-    feats = m.backbone.forward_stages(x)
+    feats = m.backbone.forward_stages(x).maps
     t_feat = feats[-1].double().mean(dim=(2, 3))
     z = m.backbone.fc(feats[-1].mean(dim=(2, 3)))
     ce = cross_entropy(z, y)
@@ -151,7 +151,7 @@ def test_fpn_matches_the_official_order_upsample_then_conv():
     m = make()
     m.double()
     x, _ = batch(n=2, size=14)  # stage outputs 14, 7, 4, 2: odd sizes too
-    feats = m.backbone.forward_stages(x.double())
+    feats = m.backbone.forward_stages(x.double()).maps
     fpn = m.fpn
     top = fpn.laterals["4"](feats[-1])
     expected = {}

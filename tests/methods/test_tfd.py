@@ -63,7 +63,7 @@ def test_loss_matches_formula(pairs: str, expected: list[tuple[int, int]]):
     m.on_epoch_start(4, 30)  # warm-up factor (4 + 1) / 10
     x, y = batch(n=3)
     out = m(x, y)
-    feats = m.backbone.forward_stages(x)
+    feats = m.backbone.forward_stages(x).maps
     z = m.backbone.classify(feats[-1])
     inter = inter_by_hand(feats, expected)
     intra = sum(intra_by_hand(f) for f in feats) / len(feats)
@@ -76,7 +76,7 @@ def test_intra_is_optional():
     m = make(intra=False, l_inter=0.3, warmup_epochs=0)
     x, y = batch(n=3)
     out = m(x, y)
-    feats = m.backbone.forward_stages(x)
+    feats = m.backbone.forward_stages(x).maps
     assert "intra" not in out.terms
     assert close(out.loss, cross_entropy(m.backbone.classify(feats[-1]), y) + 0.3 * inter_by_hand(
         feats, m.pairs))
@@ -147,7 +147,7 @@ def test_defaults_follow_the_authors_code():
     m.on_epoch_start(19, 40)
     x, y = batch(n=3)
     out = m(x, y)
-    feats = m.backbone.forward_stages(x)
+    feats = m.backbone.forward_stages(x).maps
     intra = sum(intra_by_hand(f) for f in feats) / len(feats)
     expected = cross_entropy(m.backbone.classify(feats[-1]), y) + 5e-3 * inter_by_hand(feats, m.pairs) + 4e-4 * intra
     assert close(out.loss, expected)

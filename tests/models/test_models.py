@@ -23,7 +23,7 @@ def test_stage_shapes(size: int, spatial: list[int], in_channels: int) -> None:
     torch.manual_seed(0)
     net = StagedResNet([1, 1, 1, 1], 4, in_channels, 10)
     x = torch.randn(2, in_channels, size, size)
-    feats = net.forward_stages(x)
+    feats = net.forward_stages(x).maps
     assert [tuple(f.shape) for f in feats] == [(2, 4 * 2**i, s, s) for i, s in enumerate(spatial)]
     assert net.stage_channels == [4, 8, 16, 32]
     assert net.stage_strides == [1, 2, 2, 2]
@@ -31,7 +31,7 @@ def test_stage_shapes(size: int, spatial: list[int], in_channels: int) -> None:
     net.eval()
     logits = net(x)
     assert logits.shape == (2, 10)
-    assert torch.allclose(logits, net.classify(net.forward_stages(x)[-1]))
+    assert torch.allclose(logits, net.classify(net.forward_stages(x).maps[-1]))
     assert torch.allclose(net.pool(feats[-1]), feats[-1].mean(dim=(2, 3)))
 
 
@@ -76,7 +76,7 @@ def test_resnet_small_and_width_override() -> None:
     assert n_params(narrow) < n_params(small)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet_small"])
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_backbone_summary_parameter_count(name: str) -> None:
     claimed = float(re.search(r"([0-9.]+)M params", BACKBONES[name].summary).group(1)) * 1e6
     actual = n_params(build_backbone(name, None, 3, 10))
@@ -86,10 +86,10 @@ def test_backbone_summary_parameter_count(name: str) -> None:
 def test_registry() -> None:
     assert set(BACKBONES) >= {"resnet18", "resnet_small"}
     for name in BACKBONES:
-        assert backbone_num_stages(name) == 4
+        assert backbone_num_stages(name) == (4 if name in ("resnet18", "resnet_small") else 3)
     with pytest.raises(ConfigError) as info:
         build_backbone("resnet50", None, 3, 10)
-    assert "resnet50" in info.value.problem and "resnet18" in info.value.fix
+    assert "resnet50" in info.value.problem and "resnet18" in info.value.fix and "timm:" in info.value.fix
     with pytest.raises(ConfigError):
         backbone_num_stages("nope")
 
