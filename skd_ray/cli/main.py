@@ -29,7 +29,8 @@ from skd_ray.cli.flags import check_flags
 from skd_ray.cli.preflight import check_space_data
 from skd_ray.cli.search import resume_search, run_debug, run_ray_search, verbosity_of
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
-from skd_ray.methods import get_method_spec
+from skd_ray.methods import get_method_spec, method_names
+from skd_ray.models import backbone_names
 from skd_ray.results.leaderboard import search_run_id
 from skd_ray.results.tracking import check_store_usable, default_tracking_uri
 from skd_ray.search.space import load_space, load_yaml
@@ -41,14 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search self-knowledge-distillation hyperparameters with Ray Tune + Optuna, tracked in MLflow.",
     )
     p.add_argument("--config", help="search-space file (default: search_spaces/<method>.yaml)")
-    p.add_argument("--method", help="self-KD method (default: the space's; byot without --config)")
+    p.add_argument("--method", help=f"self-KD method: {', '.join(method_names())} (default: the space's; byot "
+                                    "without --config)")
     p.add_argument("--compare", metavar="METHODS",
                    help="compare methods, e.g. vanilla,byot,tfd: one search each on a shared recipe "
                         "(--config, default search_spaces/compare.yaml), the best configuration of each "
                         "retrained with --seeds seeds and tested; vanilla is always the reference")
     p.add_argument("--dataset", help="digits | fashion-mnist | cifar10 | cifar100 | imagefolder")
     p.add_argument("--data-dir", help="where the dataset's files are")
-    p.add_argument("--backbone", help="resnet_small | resnet18")
+    p.add_argument("--backbone", help=f"{' | '.join(backbone_names())} | wrn_<depth>_<k> (e.g. wrn_16_2) | "
+                                      "timm:<model> (e.g. timm:convnext_atto) | package.module:factory (your own "
+                                      "network; see --set model.stages=...)")
     p.add_argument("--num-samples", type=int, default=8, help="number of trials (default 8)")
     p.add_argument("--max-epochs", type=int, help="epoch budget of a full trial (ASHA's max_t)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train (DDP) workers per trial")

@@ -17,6 +17,7 @@ from typing import Any
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy, MethodContext, MethodOutput, SelfKDMethod
+from skd_ray.plugins import load_group
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,24 @@ def register_method(name: str, params: type) -> Callable[[type[SelfKDMethod]], t
     return wrap
 
 
+def _register_plugin(name: str, obj: Any) -> None:
+    """An entry point of group `skd_ray.methods` names a class that `@register_method(name)`
+    registered when its module was imported."""
+    if name not in METHODS:
+        raise ConfigError(f"plugin method {name} ({getattr(obj, '__qualname__', obj)}) is not registered under "
+                          f"that name", f"decorate the class with @register_method({name!r}, params=...)")
+
+
+def method_names() -> list[str]:
+    """Every registered method (installed plugins included), sorted."""
+    load_group("skd_ray.methods", _register_plugin)
+    return sorted(METHODS)
+
+
 def get_method_spec(name: str) -> MethodSpec:
     """Spec of method `name`; ConfigError listing the registered names when unknown."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r} (method)", f"choose one of: {', '.join(sorted(METHODS))}")
+    if name not in METHODS and name not in method_names():
+        raise ConfigError(f"unknown method {name!r} (method)", f"choose one of: {', '.join(method_names())}")
     return METHODS[name]
 
 
@@ -67,4 +82,4 @@ def build_method(name: str, backbone: Any, params: Any, ctx: MethodContext | Non
 from skd_ray.methods import byot, lightskd, pskd, srdl, teskd, tfd, tfkd_reg, vanilla  # noqa: E402,F401
 
 __all__ = ["FINAL", "METHODS", "ExitCost", "ExitPolicy", "MethodContext", "MethodOutput", "MethodSpec", "SelfKDMethod",
-           "build_method", "get_method_spec", "register_method"]
+           "build_method", "get_method_spec", "method_names", "register_method"]

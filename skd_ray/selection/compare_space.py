@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import ConfigError, SkdError
-from skd_ray.methods import METHODS
+from skd_ray.methods import method_names
 from skd_ray.search.space import SearchSpace, _parse_param, load_space, load_yaml, validate_space
 
 REFERENCE = "vanilla"
@@ -25,10 +25,11 @@ RECIPE_FILE = "compare.yaml"
 def parse_methods(text: str) -> list[str]:
     """`--compare a,b,c` -> [vanilla, a, b, c]: known methods, each once, the reference first."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    known = method_names()
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise SkdError(f"--compare names an unknown method {unknown[0]!r}",
-                       f"choose from {', '.join(sorted(METHODS))}, e.g. --compare vanilla,byot,tfd")
+                       f"choose from {', '.join(known)}, e.g. --compare vanilla,byot,tfd")
     ordered = [REFERENCE] + [n for n in dict.fromkeys(names) if n != REFERENCE]
     if len(ordered) < 2:
         raise SkdError("--compare needs at least one method besides vanilla (the reference)",

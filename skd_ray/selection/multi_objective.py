@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.methods import METHODS, get_method_spec
+from skd_ray.methods import METHODS, get_method_spec, method_names
 from skd_ray.results.leaderboard import format_table, varying_params
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import SearchRuns, client, constants_of, trial_params
@@ -42,7 +42,7 @@ def check_multi_objective(space: SearchSpace, threshold: float) -> None:
     evaluation does not measure the policy at `threshold`."""
     single = [m for m in space.methods() if not get_method_spec(m).cls.multi_exit]
     if single:
-        with_exits = sorted(n for n, spec in METHODS.items() if spec.cls.multi_exit)
+        with_exits = [n for n in method_names() if METHODS[n].cls.multi_exit]
         raise SkdError(f"--multi-objective needs a method with early exits, but {space.path} trains "
                        f"{', '.join(single)} (one exit at inference, so there is no compute trade-off)",
                        f"search a multi-exit method instead: {', '.join(with_exits)} (e.g. --method byot)")
