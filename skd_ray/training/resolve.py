@@ -4,10 +4,12 @@ four, and `config` imports none of them)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from skd_ray.config import SECTIONS, TrainConfig, build_dataclass, split_flat, validate_core
 from skd_ray.data import DataBundle, dataset_info, input_image_size, load_data
+from skd_ray.errors import ConfigError
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method, get_method_spec
 from skd_ray.models import backbone_layout, build_backbone
 
@@ -33,6 +35,9 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     cfg = TrainConfig(method=method, method_params=params, **kwargs)
     validate_core(cfg)
     spec.validate(params, layout.num_stages)
+    if m.weights and not Path(m.weights).expanduser().is_file():  # read in full on the worker
+        raise ConfigError(f"model.weights file {m.weights} does not exist",
+                          "pass a local weights file (nothing is downloaded), or leave model.weights empty")
     return cfg
 
 

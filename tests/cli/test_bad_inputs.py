@@ -226,6 +226,7 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
 # (id, arguments with {root}/{storage}/{uri} placeholders, text the error line must contain).
 D = "{root}/data"
 S = "{root}/spaces"
+USER = "tests.helpers.user_nets"
 NEW = ["--storage", "{root}/new_storage", "--mlflow-uri", "{uri}", "--num-samples", "1"]
 CASES: list[tuple[str, list[str], str]] = [
     # flags
@@ -255,6 +256,21 @@ CASES: list[tuple[str, list[str], str]] = [
     ("threshold_alone", ["--compute-threshold", "0.9"], "--compute-threshold only applies to --multi-objective"),
     ("search_alone", ["--search", "x"], "--search picks a finished search"),
     ("report_without_results", ["--report", "r"], "add --results"),
+    # backbones (the default dataset is 8x8 digits)
+    ("backbone_unknown", ["--backbone", "resnet50", *NEW], "unknown backbone 'resnet50'"),
+    ("backbone_unknown_timm", ["--backbone", "timm:no_such_net", *NEW], "unknown timm model 'no_such_net'"),
+    ("backbone_import_fails", ["--backbone", "no_such_pkg.nets:build", *NEW], "no_such_pkg.nets (from"),
+    ("backbone_wrong_signature", ["--backbone", f"{USER}:wrong_signature", *NEW], "cannot be called as"),
+    ("backbone_no_stages", ["--backbone", f"{USER}:torchvision_resnet18", *NEW], "does not say where its stages"),
+    ("backbone_stage_missing", ["--backbone", f"{USER}:torchvision_resnet18", "--set", "model.stages=layer1,layer9",
+                                *NEW], "stage 'layer9' does not exist"),
+    ("backbone_no_classifier", ["--backbone", f"{USER}:no_classifier", *NEW], "no classifier found"),
+    ("backbone_too_deep", ["--backbone", "timm:resnet18", *NEW], "too deep for 8x8 images"),
+    ("backbone_width_on_timm", ["--backbone", "timm:convnext_atto", "--set", "model.width=8", *NEW],
+     "model.width does not apply"),
+    ("backbone_weights_missing", ["--set", "model.weights=/nowhere/w.pt", *NEW], "/nowhere/w.pt does not exist"),
+    ("exits_beyond_three_stages", ["--backbone", "resnet20", "--set", "method.exits=[1,3]", *NEW],
+     "method.exits [1, 3] is impossible for a backbone with 3 stages"),
     # search-space files
     *[(f"space_{name}", ["--config", f"{S}/{name}.yaml", *NEW], text) for name, text in (
         ("fixed_list", "fixed must be a mapping"),
