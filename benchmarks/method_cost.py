@@ -5,6 +5,9 @@
     .venv/bin/python benchmarks/method_cost.py --quick               # smoke run, < 1 min
     .venv/bin/python benchmarks/method_cost.py --backbone resnet18 --synthetic 128 --batch-size 32
                                         # ResNet-18 on CIFAR-shaped inputs (3x32x32, 100 classes)
+    .venv/bin/python benchmarks/method_cost.py --backbone wrn_16_2 --synthetic 256
+    .venv/bin/python benchmarks/method_cost.py --backbone timm:mobilenetv3_small_100 --synthetic 256
+                                        # any family: a Wide ResNet, a timm model, package.module:factory
 
 Every method is measured in a fresh child process (this script re-invoked with `--child`),
 one after the other, never in parallel, with the same data, backbone, width, batch size,
@@ -22,6 +25,10 @@ What is reported, per method:
   defaults SRDL's snapshot is taken half-way through the run, so its measured epochs mix
   stage 1 (plain CE), the epoch that fills its teacher cache (one extra forward per sample)
   and cached stage-2 epochs.
+- `mac_ratio`: multiply-accumulates of one training forward pass per image (conv and linear
+  layers: backbone, exit heads, students, SRDL's online teacher), divided by vanilla's, counted
+  at the first measured epoch. It is what the method adds in arithmetic; `time_ratio` / `mac_ratio`
+  far from 1 means the extra work runs less (or more) efficiently than the backbone's.
 - `mem_ratio`: peak training memory divided by vanilla's. On a GPU it is
   `torch.cuda.max_memory_allocated()` (reset after the data is loaded, before the model is
   built): parameters, buffers, gradients, optimiser state and activations. On a CPU it is
@@ -89,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def flat_config(args: argparse.Namespace, method: str) -> dict[str, Any]:
     flat: dict[str, Any] = {
-        "method": method, "data.name": args.dataset, "data.train_subset": args.train_subset,
+        "method": method, "data.name": "cifar100" if args.synthetic else args.dataset,  # synthetic: its shape "data.train_subset": args.train_subset,
         "model.backbone": args.backbone, "train.batch_size": args.batch_size, "train.seed": args.seed,
         "train.threads": args.threads, "train.device": args.device,
         "train.epochs": args.warmup + args.epochs,
@@ -151,6 +158,12 @@ def synthetic_data(args: argparse.Namespace, cfg: Any, device: Any) -> tuple[Any
     return bundle, loader
 
 
+def image_size_of(cfg: Any) -> int:
+    from skd_ray.data import input_image_size
+
+    return input_image_size(cfg.data)
+
+
 def prime(cfg: Any, data: Any, loader: Any, device: Any) -> None:
     """One throw-away vanilla training step: loads what torch initialises lazily (kernels,
     code pages, the optimiser's first-use imports: about 150 MB of RSS) before the baseline
@@ -161,7 +174,8 @@ def prime(cfg: Any, data: Any, loader: Any, device: Any) -> None:
     from skd_ray.models import build_backbone
     from skd_ray.training.engine import build_optimizer
 
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
+    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes,
+                              image_size=image_size_of(cfg), stages=cfg.model.stages)
     model = build_method("vanilla", backbone, METHODS["vanilla"].default_params(), MethodContext()).to(device)
     optimizer = build_optimizer(cfg, model.parameters())
     x, y, index = next(iter(loader))
@@ -171,6 +185,19 @@ def prime(cfg: Any, data: Any, loader: Any, device: Any) -> None:
         model.predict(x)
     del model, backbone, optimizer, x, y, index
     release_freed_memory()
+
+
+def training_macs(method: Any, loader: Any, epoch: int, total: int) -> int:
+    """MACs per image of one training forward pass at `epoch`, counted on a copy (the count runs
+    a forward in training mode, which would move BN statistics and per-batch method state)."""
+    import copy
+
+    from skd_ray.models.flops import count_macs
+
+    twin = copy.deepcopy(method)
+    twin.on_epoch_start(epoch, total)
+    x, y, index = next(iter(loader))
+    return count_macs(twin, x[:2], y[:2], index[:2])  # per sample; 2 keep BN's batch statistics defined
 
 
 def state_bytes(module: Any, optimizer: Any) -> int:
@@ -214,11 +241,13 @@ def measure_child(args: argparse.Namespace, method_name: str) -> dict[str, Any]:
         mem_source = "rss_growth" if reset_peak_rss() else "process_ru_maxrss"
     rss_before_kb = read_status_kb("VmRSS") or 0
 
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes)
+    backbone = build_backbone(cfg.model.backbone, cfg.model.width, data.in_channels, data.num_classes,
+                              image_size=image_size_of(cfg), stages=cfg.model.stages)
     method = build_method(cfg.method, backbone, cfg.method_params,
                           MethodContext(num_train_samples=len(data.train))).to(device)
     optimizer = build_optimizer(cfg, method.parameters())
     total = cfg.train.epochs
+    macs = training_macs(method, loader, args.warmup, total)
     times = []
     for epoch in range(total):
         if device.type == "cuda":
@@ -243,7 +272,7 @@ def measure_child(args: argparse.Namespace, method_name: str) -> dict[str, Any]:
     return {
         "method": method_name, "epoch_s": epoch_s, "epoch_times": measured,
         "images_per_s": len(loader) * cfg.train.batch_size / epoch_s,
-        "peak_mb": peak_mb, "mem_source": mem_source,
+        "peak_mb": peak_mb, "mem_source": mem_source, "macs": macs,
         "state_mb": state_bytes(method, optimizer) / 2**20,
         "device": str(device), "threads": torch.get_num_threads(),
         "train_images": len(data.train), "steps_per_epoch": len(loader),
@@ -293,15 +322,17 @@ def main(argv: list[str] | None = None) -> None:
           f"images, batch {args.batch_size}, {base['steps_per_epoch']} steps/epoch), device={base['device']} "
           f"threads={base['threads']}, warm-up {args.warmup} + median of {args.epochs} epochs, "
           f"{args.rounds} round(s), memory: {base['mem_source']}")
-    print(f"# {'method':<10} {'s/epoch':>8} {'img/s':>7} {'peak_MB':>8} {'state_MB':>8}")
+    print(f"# {'method':<10} {'s/epoch':>8} {'img/s':>7} {'MMACs':>8} {'peak_MB':>8} {'state_MB':>8}")
     for m in names:
         r = results[m]
-        print(f"# {m:<10} {r['epoch_s']:8.3f} {r['images_per_s']:7.0f} {r['peak_mb']:8.1f} {r['state_mb']:8.3f}")
+        print(f"# {m:<10} {r['epoch_s']:8.3f} {r['images_per_s']:7.0f} {r['macs'] / 1e6:8.2f} {r['peak_mb']:8.1f} "
+              f"{r['state_mb']:8.3f}")
     for m in names:
         r = results[m]
         time_ratio = r["epoch_s"] / base["epoch_s"]
         mem_ratio = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
-        print(f"method={m} backbone={args.backbone} time_ratio={time_ratio:.2f} mem_ratio={mem_ratio:.2f}")
+        print(f"method={m} backbone={args.backbone} time_ratio={time_ratio:.2f} mac_ratio={r['macs'] / base['macs']:.2f} "
+              f"mem_ratio={mem_ratio:.2f}")
     print(f"# total {time.perf_counter() - start:.1f}s")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": runs}, indent=2))

@@ -16,26 +16,41 @@ from skd_ray.methods import METHODS
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "method_cost.py"
-LINE = re.compile(r"^method=(\S+) backbone=\S+ time_ratio=(\S+) mem_ratio=(\S+)$")
+LINE = re.compile(r"^method=(\S+) backbone=(\S+) time_ratio=(\S+) mac_ratio=(\S+) mem_ratio=(\S+)$")
 
 
-def test_method_cost_quick_prints_a_ratio_per_method() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True,
+def method_cost_ratios(*args: str) -> dict[str, tuple[float, float, float]]:
+    """(time, MAC, memory) ratio per method of a quick method_cost run with `args`."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", *args], capture_output=True, text=True,
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     ratios = {}
     for line in proc.stdout.splitlines():
         match = LINE.match(line)
         if match:
-            name, time_ratio, mem_ratio = match.group(1), float(match.group(2)), float(match.group(3))
+            name = match.group(1)
             assert name not in ratios, f"{name} printed twice"
-            ratios[name] = (time_ratio, mem_ratio)
-    assert set(ratios) == set(METHODS), proc.stdout
-    assert ratios["vanilla"][0] == 1.0
-    for name, (time_ratio, mem_ratio) in ratios.items():
+            ratios[name] = (float(match.group(3)), float(match.group(4)), float(match.group(5)))
+    return ratios
+
+
+def test_method_cost_quick_prints_a_ratio_per_method() -> None:
+    ratios = method_cost_ratios()
+    assert set(ratios) == set(METHODS), ratios
+    assert ratios["vanilla"][:2] == (1.0, 1.0)
+    for name, (time_ratio, mac_ratio, mem_ratio) in ratios.items():
         assert time_ratio > 0 and math.isfinite(time_ratio), name
         # A quick run's CPU memory growth is a few MB, so only its form is checked.
         assert math.isnan(mem_ratio) or mem_ratio >= 0, name
+    # TFD and the logit-only methods add no layer; exit heads and students add arithmetic.
+    assert all(ratios[m][1] == 1.0 for m in ("tfd", "pskd", "tfkd_reg"))
+    assert ratios["byot"][1] > 1.2 and ratios["teskd"][1] > 1.2 and ratios["lightskd"][1] > 1.0
+
+
+def test_method_cost_runs_on_another_family() -> None:
+    ratios = method_cost_ratios("--backbone", "resnet20", "--methods", "byot,teskd")
+    assert set(ratios) == {"vanilla", "byot", "teskd"}
+    assert ratios["byot"][1] > 1.0 and ratios["teskd"][1] > 1.0
 
 
 def run_quick(script: str) -> str:
