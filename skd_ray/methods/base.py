@@ -67,6 +67,9 @@ class SelfKDMethod(nn.Module):
     # policy and its `compute.dynamic_*` metrics exist (a compute/accuracy trade-off can be
     # searched). Methods whose extra heads only help training keep False.
     multi_exit: ClassVar[bool] = False
+    # The search-space file `--method NAME` searches when no --config is given, for methods that
+    # live outside this package (plugins ship their own); None: search_spaces/<name>.yaml.
+    search_space: ClassVar[str | None] = None
 
     def __init__(self, backbone: StagedBackbone, params: Any, ctx: MethodContext | None = None) -> None:
         super().__init__()

@@ -5,6 +5,7 @@ distillation and hint terms add on top of the extra heads."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ class DeeplySupervised(SelfKDMethod):
     """The backbone plus one plain exit head per chosen stage, every exit answering at inference."""
 
     multi_exit = True
+    search_space = str(Path(__file__).with_name("dsn.yaml"))  # what `--method dsn` searches by default
 
     def __init__(self, backbone: Any, params: DsnParams, ctx: Any = None) -> None:
         super().__init__(backbone, params, ctx)
