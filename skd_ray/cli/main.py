@@ -28,6 +28,7 @@ from skd_ray.cli.failure import FailureLog, as_user_error
 from skd_ray.cli.flags import check_flags
 from skd_ray.cli.preflight import check_space_data
 from skd_ray.cli.search import resume_search, run_debug, run_ray_search, verbosity_of
+from skd_ray.data import dataset_names
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
 from skd_ray.methods import get_method_spec, method_names
 from skd_ray.models import backbone_names
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare methods, e.g. vanilla,byot,tfd: one search each on a shared recipe "
                         "(--config, default search_spaces/compare.yaml), the best configuration of each "
                         "retrained with --seeds seeds and tested; vanilla is always the reference")
-    p.add_argument("--dataset", help="digits | fashion-mnist | cifar10 | cifar100 | imagefolder")
+    p.add_argument("--dataset", help=f"{' | '.join(dataset_names())} | package.module:factory (your own data: "
+                                     "factory(data_dir=...) returns (train, test) as (images, labels) or Datasets)")
     p.add_argument("--data-dir", help="where the dataset's files are")
     p.add_argument("--backbone", help=f"{' | '.join(backbone_names())} | wrn_<depth>_<k> (e.g. wrn_16_2) | "
                                       "timm:<model> (e.g. timm:convnext_atto) | package.module:factory (your own "

@@ -4,9 +4,11 @@ Every dataset yields three disjoint parts: train (fitting), val (held out of the
 set with a fixed seed; model selection and early stopping use it) and test (reported for
 the chosen configuration only).
 
-Owns: the dataset registry (`DATASETS`), loading and caching (`sources`, `imagefolder`,
-`node_cache`), in-memory batches (`batches`) and the checks that find missing or damaged data
-before anything starts (`checks`). May import: `errors`, `config`; never Ray, Optuna or MLflow.
+Owns: the dataset registry (`registry`: the built-in `DATASETS`, `register_dataset`, plugins
+and import paths), loading and caching (`sources`, `imagefolder`, `node_cache`), datasets from
+the user's own code (`user`), in-memory batches (`batches`) and the checks that find missing or
+damaged data before anything starts (`checks`). May import: `errors`, `plugins`, `config`,
+`models`; never Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -26,28 +28,18 @@ from skd_ray.data.imagefolder import (
     build_transforms,
     scan_imagefolder,
 )
+from skd_ray.data.registry import (
+    DATASETS,
+    USER_DATASETS,
+    DatasetInfo,
+    UserDataset,
+    dataset_names,
+    register_dataset,
+    user_dataset,
+)
 from skd_ray.data.sources import check_dir, load_cifar, load_digits_splits, load_fashion_mnist
+from skd_ray.data.user import IndexedDataset, UserData, dataset_channel_stats, forget_user_data, load_user_data
 from skd_ray.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset and its default augmentation."""
-
-    num_classes: int
-    in_channels: int
-    pad: int  # random-crop padding when augmenting
-    flip: bool
-    image_size: int  # side of the (square) images; 0: data.image_size decides (imagefolder)
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10, 1, 0, False, 8),  # 8x8 digits: flips and shifts change the class
-    "fashion-mnist": DatasetInfo(10, 1, 2, True, 28),
-    "cifar10": DatasetInfo(10, 3, 4, True, 32),  # crop 4 + flip: the recipe of every CIFAR paper
-    "cifar100": DatasetInfo(100, 3, 4, True, 32),
-    "imagefolder": DatasetInfo(0, 3, 0, True, 0),  # classes read from the folder
-}
 
 
 @dataclass
@@ -62,18 +54,32 @@ class DataBundle:
     in_channels: int
     mean: torch.Tensor
     std: torch.Tensor
+    pad: int = 0  # training augmentation of in-memory splits and users' Datasets
+    flip: bool = False
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Facts for dataset `name`; ConfigError listing the choices when unknown."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r} (data.name)", f"choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
+    """Facts for dataset `name` (a user's dataset: read from its data in `data_dir` unless its
+    registration gave them all); ConfigError listing the choices when unknown."""
+    spec = user_dataset(name)
+    if spec is None:
+        return DATASETS[name]
+    if spec.facts_given():
+        assert spec.num_classes and spec.in_channels and spec.image_size
+        return DatasetInfo(spec.num_classes, spec.in_channels, spec.pad, spec.flip, spec.image_size)
+    data = load_user_data(name, spec, data_dir)
+    return DatasetInfo(data.num_classes, data.in_channels, spec.pad, spec.flip, data.image_size)
+
+
+def user_data(cfg: DataConfig) -> UserData | None:
+    """The checked parts of a user's dataset `cfg.name` (None for a built-in one)."""
+    spec = user_dataset(cfg.name)
+    return None if spec is None else load_user_data(cfg.name, spec, cfg.dir)
 
 
 def input_image_size(cfg: DataConfig) -> int:
     """Side of the images a model trained on `cfg`'s data sees."""
-    return dataset_info(cfg.name).image_size or cfg.image_size
+    return dataset_info(cfg.name, cfg.dir).image_size or cfg.image_size
 
 
 def holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,10 +109,22 @@ def channel_stats(split: TensorSplit) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def split_indices(n: int, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, validation) indices into a training part of `n` images: the seeded holdout,
+    `data.train_subset` and `data.train_on_validation` applied."""
+    train_idx, val_idx = holdout(n, cfg.val_fraction, cfg.split_seed)
+    if 0 < cfg.train_subset < len(train_idx):
+        train_idx = train_idx[:cfg.train_subset]  # already a seeded permutation: a fixed random subset
+    return with_validation(train_idx, val_idx, cfg), val_idx
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Load dataset `cfg.name` and split off the validation part (see module docstring)."""
-    info = dataset_info(cfg.name)
+    spec = user_dataset(cfg.name)
     check_dir(cfg.dir)
+    if spec is not None:
+        return _load_user(cfg, spec)
+    info = DATASETS[cfg.name]
     if cfg.name == "imagefolder":
         return _load_imagefolder(cfg)
     if cfg.name == "digits":
@@ -115,13 +133,32 @@ def load_data(cfg: DataConfig) -> DataBundle:
         train_full, test = load_fashion_mnist(cfg.dir, cfg.download)
     else:
         train_full, test = load_cifar(cfg.name, cfg.dir, cfg.download)
-    train_idx, val_idx = holdout(len(train_full), cfg.val_fraction, cfg.split_seed)
-    if 0 < cfg.train_subset < len(train_idx):
-        train_idx = train_idx[:cfg.train_subset]  # already a seeded permutation: a fixed random subset
-    train = train_full.subset(with_validation(train_idx, val_idx, cfg))
+    train_idx, val_idx = split_indices(len(train_full), cfg)
+    train = train_full.subset(train_idx)
     mean, std = channel_stats(train)
     return DataBundle(cfg.name, train, train_full.subset(val_idx), test, info.num_classes,
-                      info.in_channels, mean, std)
+                      info.in_channels, mean, std, info.pad, info.flip)
+
+
+def _load_user(cfg: DataConfig, spec: UserDataset) -> DataBundle:
+    """A user's dataset, split like the built-in ones. Tensor parts stay TensorSplits (the
+    in-memory loader); Dataset parts become IndexedDatasets (the DataLoader path). Either way
+    the normalisation is the training part's: exact for tensors, from a fixed sample of up to
+    `user.STATS_SAMPLES` items for a Dataset, which is read, not held."""
+    data = load_user_data(cfg.name, spec, cfg.dir)
+    train_idx, val_idx = split_indices(len(data.train), cfg)
+    shape = (data.in_channels, data.image_size, data.image_size)
+
+    def part(source: Any, index: torch.Tensor, which: str) -> Any:
+        if isinstance(source, TensorSplit):
+            return source.subset(index)
+        return IndexedDataset(source, index, f"the {which} part of dataset {cfg.name}", shape, data.num_classes)
+
+    train = part(data.train, train_idx, "train")
+    mean, std = channel_stats(train) if isinstance(train, TensorSplit) else dataset_channel_stats(train)
+    test = data.test if isinstance(data.test, TensorSplit) else part(data.test, torch.arange(len(data.test)), "test")
+    return DataBundle(cfg.name, train, part(data.train, val_idx, "train"), test, data.num_classes,
+                      data.in_channels, mean, std, spec.pad, spec.flip)
 
 
 def _load_imagefolder(cfg: DataConfig) -> DataBundle:
@@ -142,15 +179,22 @@ def build_loader(bundle: DataBundle, part: str, cfg: TrainConfig, *, rank: int =
     split = getattr(bundle, part)
     batch_size = cfg.train.batch_size if train else cfg.eval.batch_size
     augment = cfg.data.augment if cfg.data.augment is not None else True
-    if bundle.name == "imagefolder":
+    if isinstance(split, TensorSplit):
+        return InMemoryLoader(
+            split, batch_size, bundle.mean, bundle.std, train=train,
+            augment_pad=bundle.pad if augment else 0, augment_flip=bundle.flip and augment,
+            seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
+            channels_last=cfg.train.channels_last,
+        )
+    common = {"train": train, "seed": cfg.train.seed, "rank": rank, "world_size": world_size, "device": device,
+              "num_workers": cfg.data.loader_workers, "channels_last": cfg.train.channels_last}
+    if bundle.name == "imagefolder":  # the per-image transforms crop, flip and normalise
         dataset = IndexedSamples(split, build_transforms(cfg.data.image_size, train and augment))
-        return FolderLoader(dataset, batch_size, train=train, seed=cfg.train.seed, rank=rank,
-                            world_size=world_size, device=device,
-                            num_workers=cfg.data.loader_workers, channels_last=cfg.train.channels_last)
-    info = DATASETS[bundle.name]
-    return InMemoryLoader(
-        split, batch_size, bundle.mean, bundle.std, train=train,
-        augment_pad=info.pad if augment else 0, augment_flip=info.flip and augment,
-        seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
-        channels_last=cfg.train.channels_last,
-    )
+        return FolderLoader(dataset, batch_size, **common)
+    return FolderLoader(split, batch_size, mean=bundle.mean, std=bundle.std, pad=bundle.pad if augment else 0,
+                        flip=bundle.flip and augment, **common)
+
+
+__all__ = ["DATASETS", "USER_DATASETS", "DataBundle", "DatasetInfo", "UserData", "UserDataset", "build_loader",
+           "channel_stats", "dataset_info", "dataset_names", "forget_user_data", "holdout", "input_image_size",
+           "load_data", "register_dataset", "split_indices", "user_data", "user_dataset", "with_validation"]

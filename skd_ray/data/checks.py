@@ -4,8 +4,9 @@ Loading happens inside every trial, after Ray has started; a missing, empty or t
 file found there costs a Ray start-up and fails every trial. These checks read headers, file
 sizes and checksums, not the images (a search on ImageNet must not decode it twice): IDX
 headers and their counts for Fashion-MNIST, torchvision's file list and checksums for CIFAR,
-and for an image folder at least two classes with one decodable image each. Each returns the
-number of images the training part holds, so the caller can also check that one batch fits.
+for an image folder at least two classes with one decodable image each, and for a user's
+dataset what its factory returns (`skd_ray.data.user`). Each returns the number of images
+the training part holds, so the caller can also check that one batch fits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import struct
 from pathlib import Path
 
 from skd_ray.config import DataConfig
+from skd_ray.data import user_data
 from skd_ray.data.sources import DIGITS_TRAIN_SIZE, FASHION_FILES, FASHION_MNIST_DIRS, find_idx
 from skd_ray.errors import DataError
 
@@ -26,7 +28,12 @@ DECODE_TRIES = 5  # images tried per class before a class folder is called undec
 
 def check_dataset(cfg: DataConfig) -> int:
     """Check the files of dataset `cfg.name`; returns how many images its training part has.
-    Datasets fetched by `data.download` are checked once they are there, not before."""
+    Datasets fetched by `data.download` are checked once they are there, not before. A user's
+    dataset is checked by calling its factory (once per process, the result is kept for the
+    config checks and for training in this process) and checking what it returns."""
+    user = user_data(cfg)
+    if user is not None:
+        return len(user.train)
     if cfg.download:
         return 0
     if cfg.name == "digits":

@@ -1,10 +1,11 @@
 """ImageNet / Tiny ImageNet folder layouts, streamed from disk with per-image transforms.
 
 These datasets do not fit in memory on every node, so they keep torchvision's ImageFolder
-and a DataLoader with worker processes. Layout: `DIR/train/<class>/*` and either
-`DIR/val/<class>/*` (ImageNet after the usual re-sort) or Tiny ImageNet's
-`DIR/val/images/*` with `DIR/val/val_annotations.txt`. `val/` serves as the test set; the
-validation split for model selection is held out of `train/`.
+and a DataLoader with worker processes (`FolderLoader`, which also reads users' own
+Datasets). Layout: `DIR/train/<class>/*` and either `DIR/val/<class>/*` (ImageNet after the
+usual re-sort) or Tiny ImageNet's `DIR/val/images/*` with `DIR/val/val_annotations.txt`.
+`val/` serves as the test set; the validation split for model selection is held out of
+`train/`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from skd_ray.data.batches import random_crop_flip
 from skd_ray.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,23 +92,37 @@ def build_transforms(image_size: int, train: bool) -> object:
 
 
 class FolderLoader:
-    """DataLoader over an IndexedSamples split that moves batches to the device."""
+    """DataLoader over a Dataset of (image, label, index) items that moves batches to the device.
 
-    def __init__(self, dataset: IndexedSamples, batch_size: int, *, train: bool, seed: int,
+    Serves image folders (whose per-image transforms normalise) and users' own Datasets. Given
+    `mean` and `std`, a batch is brought to the 0..1 scale (uint8 images), augmented with `pad`
+    and `flip` when training and normalised on the device, as `InMemoryLoader` does. Training
+    shards come from a DistributedSampler with `drop_last`, so every rank runs the same number
+    of steps; evaluation shards are strided and cover every sample once.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, seed: int,
                  rank: int, world_size: int, device: torch.device | str, num_workers: int,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 pad: int = 0, flip: bool = False) -> None:
         self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed,
                                           drop_last=True) if train else None
         # Evaluation: strided shards cover every sample once (DistributedSampler would pad).
-        eval_shard = None if train else list(range(rank, len(dataset), world_size))
+        eval_shard = None if train else list(range(rank, len(dataset), world_size))  # type: ignore[arg-type]
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler or eval_shard,
                                  num_workers=num_workers, drop_last=train,
                                  pin_memory=torch.device(device).type == "cuda",
                                  persistent_workers=num_workers > 0)
         self.device = torch.device(device)
         self.channels_last = channels_last
+        self.mean = None if mean is None else mean.view(1, -1, 1, 1).to(self.device)
+        self.std = None if std is None else std.view(1, -1, 1, 1).to(self.device)
+        self.pad = pad if train else 0
+        self.flip = flip and train
+        self.seed, self.rank, self.epoch = seed, rank, 0
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
 
@@ -114,8 +130,14 @@ class FolderLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 31 + self.rank)
         for x, y, idx in self.loader:
             x = x.to(self.device, non_blocking=True)
+            if self.mean is not None and self.std is not None:
+                x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+                if self.pad or self.flip:
+                    x = random_crop_flip(x, self.pad, self.flip, gen)
+                x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+            yield x, y.to(self.device, non_blocking=True).long(), idx.to(self.device, non_blocking=True)

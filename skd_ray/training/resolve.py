@@ -25,7 +25,7 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     spec = get_method_spec(method)
     kwargs = {name: build_dataclass(cls, sections[name], name) for name, cls in SECTIONS.items()}
     data_cfg, m = kwargs["data"], kwargs["model"]
-    info = dataset_info(data_cfg.name)
+    info = dataset_info(data_cfg.name, data_cfg.dir)
     layout = backbone_layout(m.backbone, m.width, info.in_channels, max(2, info.num_classes),
                              input_image_size(data_cfg), tuple(m.stages), m.classifier)
     # Defaults that depend on the stage count (BYOT's exits after every non-final stage, ...)
