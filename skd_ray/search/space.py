@@ -7,9 +7,24 @@ Format (see search_spaces/*.yaml and the README section "Search spaces"):
     fixed: {method: byot, data.name: digits, train.epochs: 15}
     params:
       method.alpha: {type: float, low: 0.1, high: 0.9, default: 0.3}
-      method.exits: {type: subset, choices: [1, 2, 3], default: [1, 2, 3]}
+      method.attention: {type: categorical, choices: [true, false], default: true}
+      method.exits: {type: subset, choices: non_final_stages, default: all}
+      method.aux_stage: {type: int, low: 1, high: last_non_final_stage, default: method_default}
       method.l_intra: {type: float, low: 1e-4, high: 1e-3, log: true, when: {method.intra: true}}
     methods: {byot: byot.yaml, vanilla: vanilla.yaml}   # cross-method spaces only
+
+Types: `float` and `int` (`low`, `high`, optional `log` or `step`), `categorical` (`choices`),
+`subset` (any non-empty subset of `choices`; `default: all`, or no default, is every choice).
+`when:` samples a parameter only while the listed values hold.
+
+Values counted in backbone stages (BYOT's exits, LightSKD's auxiliary stage, TESKD's students)
+differ between 3-, 4- and 5-stage networks, so they are written by meaning: `choices:
+non_final_stages` (the stages 1..S-1 of the space's backbone), `low:`/`high:`/`default:
+last_non_final_stage` (S-1) and `default: method_default` (what the method itself uses on that
+backbone). They are resolved once the space's fixed values are final (after `--backbone`,
+`--dataset` and `--set`), by probing that backbone; see `skd_ray.search.space_stages`. Literal
+stage numbers still work, and fail before any trial, naming the backbone and its stage count,
+where that backbone lacks them.
 
 `methods:` pulls each listed method's `method.*` parameters from its own file, scoped so they
 are only sampled when that method is chosen (TPE then models each method's parameters
@@ -28,6 +43,16 @@ import yaml
 
 from skd_ray.errors import ConfigError
 from skd_ray.methods import get_method_spec
+from skd_ray.search.space_stages import (
+    LAST_NON_FINAL_STAGE,
+    NON_FINAL_STAGES,
+    Stages,
+    resolve_stage_spec,
+    space_stages,
+    stage_parameter,
+    stage_spelling,
+    uses_stages,
+)
 from skd_ray.training.metrics import VAL_ACC
 from skd_ray.training.resolve import resolve_config
 
@@ -160,7 +185,52 @@ def encode(p: Param, value: Any) -> Any:
     return value
 
 
-def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
+@dataclass(frozen=True)
+class RawParam:
+    """A parameter as its file writes it: kept until the space's fixed values are final,
+    because values named by stages (`non_final_stages`, ...) depend on the backbone."""
+
+    path: str
+    key: str
+    spec: Any
+    scope: str | None = None
+
+
+def read_params(path: str | Path, label: str | None = None, scope: str | None = None,
+                method_only: bool = False) -> list[RawParam]:
+    """The `params:` of space file `path`, named `label` in errors (default: the path); `scope`
+    is the method a cross-method space samples them under, `method_only` keeps the `method.*`
+    keys (the ones a method's file lends to a cross-method space or a comparison)."""
+    label = label or str(path)
+    params = load_yaml(path).get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{label}: params must be a mapping", "see search_spaces/byot.yaml")
+    return [RawParam(label, key, spec, scope) for key, spec in params.items()
+            if not method_only or str(key).startswith("method.")]
+
+
+def parse_params(where: str, raw: list[RawParam], fixed: dict[str, Any]) -> list[Param]:
+    """Parse `raw` (in order) for a space whose fixed values are `fixed`, overrides applied:
+    values named by stages become the stage numbers of the backbone those values train."""
+    parsed = {i: _parse_param(r.path, r.key, r.spec, r.scope) for i, r in enumerate(raw) if not uses_stages(r.spec)}
+    named = [i for i, r in enumerate(raw) if uses_stages(r.spec)]
+    if named:
+        stages = space_stages(where, fixed, list(parsed.values()), raw[named[0]].key)
+        for i in named:
+            parsed[i] = _parse_stage_param(raw[i], stages, fixed)
+    return [parsed[i] for i in range(len(raw))]
+
+
+def _parse_stage_param(r: RawParam, stages: Stages, fixed: dict[str, Any]) -> Param:
+    spec = resolve_stage_spec(f"{r.path}: parameter {r.key}", r.key, r.spec, stages, r.scope or fixed.get("method"))
+    try:
+        # a 2-stage network leaves one non-final stage: a range of one value is then legitimate
+        return _parse_param(r.path, r.key, spec, r.scope, single_value=True)
+    except ConfigError as err:
+        raise ConfigError(f"{err.problem}, as {stages.describe()}", err.fix) from None
+
+
+def _parse_param(path: str, key: str, spec: Any, scope: str | None, single_value: bool = False) -> Param:
     where = f"{path}: parameter {key}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a mapping with a type", "write e.g. {type: float, low: 0.1, high: 1}")
@@ -185,10 +255,12 @@ def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
         low, high = spec.get("low"), spec.get("high")
         for bound, label in ((low, "low"), (high, "high")):
             if not isinstance(bound, (int, float)) or isinstance(bound, bool):
-                raise ConfigError(f"{where} needs a numeric {label}, got {bound!r}", f"add {label}: <number>")
+                raise ConfigError(f"{where} needs a numeric {label}, got {bound!r}",
+                                  f"add {label}: <number>, or {label}: {LAST_NON_FINAL_STAGE} for the backbone's "
+                                  "last non-final stage")
         if kind == "int" and (int(low) != low or int(high) != high):
             raise ConfigError(f"{where} is int but its bounds are not whole numbers", "use whole-number bounds")
-        if not low < high:
+        if not (low < high or single_value and low == high):
             raise ConfigError(f"{where} has an empty range [{low}, {high}]",
                               "make low < high, or move it to fixed: if it is a constant")
         if p.log and low <= 0:
@@ -206,12 +278,14 @@ def _parse_param(path: str, key: str, spec: Any, scope: str | None) -> Param:
     else:
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{where} needs a non-empty list of choices", "add choices: [a, b]")
+            raise ConfigError(f"{where} needs a non-empty list of choices, got {choices!r}",
+                              f"add choices: [a, b], or choices: {NON_FINAL_STAGES} for the backbone's non-final "
+                              "stages")
         p.choices = choices
         if kind == "subset":
             if len(set(map(str, choices))) != len(choices):
                 raise ConfigError(f"{where} has repeated choices", "list each item once")
-            p.default = list(choices) if p.default is None else p.default
+            p.default = list(choices) if p.default is None or p.default == "all" else p.default
             if not isinstance(p.default, list) or not p.default or any(v not in choices for v in p.default):
                 raise ConfigError(f"{where} default {p.default!r} is not a non-empty subset of {choices}",
                                   "choose the default from the choices")
@@ -296,27 +370,23 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
             raise ConfigError(f"{path}: {label} must be a mapping, got {type(value).__name__}",
                               "see search_spaces/byot.yaml and search_spaces/all.yaml")
     fixed = dict(fixed_in)
-    params = [_parse_param(str(path), k, v, None) for k, v in params_in.items()]
+    raw = [RawParam(str(path), k, v) for k, v in params_in.items()]
     for method, file in methods.items():
         if not isinstance(method, str) or not isinstance(file, str):
             raise ConfigError(f"{path}: methods must map method names to space files, got {method!r}: {file!r}",
                               "write e.g. methods: {byot: byot.yaml}")
     if methods:
-        if not any(p.key == "method" for p in params):
-            params.insert(0, Param(key="method", name="method", kind="categorical",
-                                   choices=list(methods), default=list(methods)[0]))
+        if not any(r.key == "method" for r in raw):
+            raw.insert(0, RawParam(str(path), "method", {"type": "categorical", "choices": list(methods),
+                                                         "default": list(methods)[0]}))
         for method, file in methods.items():
-            sub = load_yaml(Path(path).parent / file) if file else {}
-            sub_params = sub.get("params") or {}
-            if not isinstance(sub_params, dict):
-                raise ConfigError(f"{file}: params must be a mapping", "see search_spaces/byot.yaml")
-            for key, spec in sub_params.items():
-                if key.startswith("method."):
-                    params.append(_parse_param(str(file), key, spec, method))
+            if file:
+                raw += read_params(Path(path).parent / file, file, method, method_only=True)
+    # Overrides first: values named by stages are resolved for the backbone that really trains.
     for key, value in (overrides or {}).items():
         fixed[key] = value
-        params = [p for p in params if p.key != key]
-    space = SearchSpace(str(path), str(data.get("description", "")), fixed, params,
+        raw = [r for r in raw if r.key != key]
+    space = SearchSpace(str(path), str(data.get("description", "")), fixed, parse_params(str(path), raw, fixed),
                         str(data.get("metric", VAL_ACC)), str(data.get("mode", "max")))
     validate_space(space)
     return space
@@ -385,8 +455,33 @@ def check_metric(space: SearchSpace) -> None:
 
 
 def _resolve(space: SearchSpace, flat: dict[str, Any], p: Param | None) -> None:
+    """Resolve one corner; a failure names the parameter (for the defaults, the one whose value
+    is to blame) and, for a value counted in stages, the backbone, its stages and the spelling
+    that follows them."""
     try:
         resolve_config(flat)
     except ConfigError as err:
-        where = f" (parameter {p.key}, value {flat[p.key]!r})" if p else ""
-        raise ConfigError(f"{space.path}{where}: {err.problem}", err.fix) from None
+        key = p.key if p else _culprit(space, flat)
+        searched = {q.key: q for q in space.params}
+        where = f" ({'parameter' if key in searched else 'fixed'} {key}, value {flat[key]!r})" if key else ""
+        problem, fix = err.problem, err.fix
+        stages = stage_parameter(flat, key)
+        if stages is not None:
+            problem = f"{problem}; {stages.describe()}"
+            if key in searched:
+                fix = (f"{fix}; or let the space follow the backbone: {{type: {searched[key].kind}, "
+                       f"{stage_spelling(searched[key].kind)}}}")
+        raise ConfigError(f"{space.path}{where}: {problem}", fix) from None
+
+
+def _culprit(space: SearchSpace, flat: dict[str, Any]) -> str | None:
+    """The `method.*` key (searched or fixed) whose value alone keeps `flat` from resolving:
+    without it, the method's own default for the backbone applies and the config resolves."""
+    keys = [p.key for p in space.params if p.key in flat] + list(space.fixed)
+    for key in dict.fromkeys(k for k in keys if k.startswith("method.")):
+        try:
+            resolve_config({k: v for k, v in flat.items() if k != key})
+        except ConfigError:
+            continue
+        return key
+    return None

@@ -16,7 +16,7 @@ from typing import Any
 
 from skd_ray.errors import ConfigError, SkdError
 from skd_ray.methods import method_names
-from skd_ray.search.space import SearchSpace, _parse_param, load_space, load_yaml, validate_space
+from skd_ray.search.space import SearchSpace, load_space, parse_params, read_params, validate_space
 
 REFERENCE = "vanilla"
 RECIPE_FILE = "compare.yaml"
@@ -39,20 +39,21 @@ def parse_methods(text: str) -> list[str]:
 
 def method_space(recipe: Path, method: str, overrides: dict[str, Any]) -> SearchSpace:
     """The recipe's space with `method` fixed and the method's own `method.*` parameters
-    (from `search_spaces/<method>.yaml` beside the recipe); `overrides` fix values of both."""
+    (from `search_spaces/<method>.yaml` beside the recipe); `overrides` fix values of both.
+    Values the method's file names by stages (`choices: non_final_stages`, ...) are resolved
+    for the backbone the comparison trains, overrides included (`--backbone resnet20`)."""
     shared = load_space(recipe, {})
     if any(p.key == "method" or p.key.startswith("method.") for p in shared.params) or "method" in shared.fixed:
         raise ConfigError(f"{recipe}: a comparison recipe must not fix or search the method or its parameters",
                           "keep only shared settings (data, model, optim, train) in it")
     own_file = recipe.parent / f"{method}.yaml"
-    own = load_yaml(own_file).get("params") or {}
-    params = list(shared.params)
-    params += [_parse_param(str(own_file), key, spec, None) for key, spec in own.items() if key.startswith("method.")]
+    raw = read_params(recipe) + read_params(own_file, method_only=True)
     fixed = {**shared.fixed, "method": method}
     for key, value in overrides.items():
         fixed[key] = value
-        params = [p for p in params if p.key != key]
-    space = SearchSpace(f"{recipe} + {own_file.name}", f"comparison: {method}", fixed, params,
+        raw = [r for r in raw if r.key != key]
+    where = f"{recipe} + {own_file.name}"
+    space = SearchSpace(where, f"comparison: {method}", fixed, parse_params(where, raw, fixed),
                         shared.metric, shared.mode)
     validate_space(space)
     return space
