@@ -96,7 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def flat_config(args: argparse.Namespace, method: str) -> dict[str, Any]:
     flat: dict[str, Any] = {
-        "method": method, "data.name": "cifar100" if args.synthetic else args.dataset,  # synthetic: its shape "data.train_subset": args.train_subset,
+        # synthetic data: resolve as CIFAR-100, whose shape it has
+        "method": method, "data.name": "cifar100" if args.synthetic else args.dataset,
+        "data.train_subset": args.train_subset,
         "model.backbone": args.backbone, "train.batch_size": args.batch_size, "train.seed": args.seed,
         "train.threads": args.threads, "train.device": args.device,
         "train.epochs": args.warmup + args.epochs,
@@ -331,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         r = results[m]
         time_ratio = r["epoch_s"] / base["epoch_s"]
         mem_ratio = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
-        print(f"method={m} backbone={args.backbone} time_ratio={time_ratio:.2f} mac_ratio={r['macs'] / base['macs']:.2f} "
+        mac_ratio = r["macs"] / base["macs"]
+        print(f"method={m} backbone={args.backbone} time_ratio={time_ratio:.2f} mac_ratio={mac_ratio:.2f} "
               f"mem_ratio={mem_ratio:.2f}")
     print(f"# total {time.perf_counter() - start:.1f}s")
     if args.json:

@@ -106,13 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_space_path(args: argparse.Namespace) -> Path:
-    """--config as given (relative to cwd or the checkout), else search_spaces/<method>.yaml."""
+    """--config as given (relative to cwd or the checkout), else search_spaces/<method>.yaml, else
+    the space file the method's class names (methods from plugins)."""
     name = args.config or f"search_spaces/{args.method or 'byot'}.yaml"
     for candidate in (Path(name), REPO_ROOT / name):
         if candidate.is_file():
             return candidate
     if not args.config:
-        get_method_spec(args.method)  # unknown method: name the choices
+        own = get_method_spec(args.method).cls.search_space  # unknown method: name the choices
+        if own and Path(own).is_file():  # a plugin method's own default space
+            return Path(own)
     raise ConfigError(f"search-space file {name} does not exist", "pass --config with a file from search_spaces/")
 
 

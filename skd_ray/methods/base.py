@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from skd_ray.models import StagedBackbone
-from skd_ray.models.flops import count_macs
+from skd_ray.models.flops import count_macs, stage_prefix_macs
 
 
 class MethodOutput(NamedTuple):
@@ -120,13 +120,36 @@ class SelfKDMethod(nn.Module):
             try:
                 with torch.no_grad():
                     full = count_macs(self.backbone, one)
-                    self._costs = self._exit_costs(one, full)
+                    costs = self._exit_costs(one, full)
+                    missing = [n for n in self.predict(one) if n not in costs]
             finally:
                 self.train(was_training)
+            if missing:  # a method written outside this package that forgot its exits' costs
+                raise NotImplementedError(f"{type(self).__name__} predicts exits {missing} without their cost: "
+                                          "override _exit_costs (SelfKDMethod.head_exit_costs does it for heads "
+                                          "on backbone stages)")
+            self._costs = costs
         return self._costs
 
     def _exit_costs(self, one: torch.Tensor, full_macs: int) -> dict[str, ExitCost]:
         return {FINAL: ExitCost(1.0, 1.0)}
+
+    def head_exit_costs(self, one: torch.Tensor, full_macs: int,
+                        heads: dict[str, tuple[int, nn.Module]]) -> dict[str, ExitCost]:
+        """Costs of exits that are heads on backbone stages, `{name: (1-based stage, head)}` in
+        the order the early-exit policy tries them: the backbone up to the stage plus the head
+        alone, and plus every head tried before it (the sequential policy's cost)."""
+        prefix, _ = stage_prefix_macs(self.backbone, self.backbone.stage_modules(), one)
+        maps = self.backbone.forward_stages(one).maps
+        costs: dict[str, ExitCost] = {}
+        heads_so_far = 0
+        for name, (stage, head) in heads.items():
+            head_macs = count_macs(head, maps[stage - 1])
+            heads_so_far += head_macs
+            costs[name] = ExitCost((prefix[stage - 1] + head_macs) / full_macs,
+                                   (prefix[stage - 1] + heads_so_far) / full_macs)
+        costs[FINAL] = ExitCost(1.0, (full_macs + heads_so_far) / full_macs)
+        return costs
 
     def exit_policy(self) -> ExitPolicy:
         """Ensemble and per-exit thresholds of the early-exit evaluation (multi-exit methods)."""

@@ -50,7 +50,6 @@ from skd_ray.methods import register_method
 from skd_ray.methods.base import FINAL, ExitCost, ExitPolicy, MethodContext, MethodOutput, SelfKDMethod
 from skd_ray.methods.losses import kl_t
 from skd_ray.models import StagedBackbone
-from skd_ray.models.flops import count_macs, stage_prefix_macs
 from skd_ray.models.heads import ExitHead
 
 
@@ -177,15 +176,4 @@ class Byot(SelfKDMethod):
         return ExitPolicy(self.params.ensemble, per_exit)
 
     def _exit_costs(self, one: torch.Tensor, full_macs: int) -> dict[str, ExitCost]:
-        prefix, _ = stage_prefix_macs(self.backbone, self.backbone.stage_modules(), one)
-        feats = self.backbone.forward_stages(one).maps
-        costs: dict[str, ExitCost] = {}
-        heads_so_far = 0
-        for s in self.stages:
-            head = self.heads[exit_name(s)]
-            head_macs = count_macs(head, feats[s - 1])
-            heads_so_far += head_macs
-            costs[exit_name(s)] = ExitCost((prefix[s - 1] + head_macs) / full_macs,
-                                           (prefix[s - 1] + heads_so_far) / full_macs)
-        costs[FINAL] = ExitCost(1.0, (full_macs + heads_so_far) / full_macs)
-        return costs
+        return self.head_exit_costs(one, full_macs, {exit_name(s): (s, self.heads[exit_name(s)]) for s in self.stages})

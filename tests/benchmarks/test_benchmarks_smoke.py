@@ -38,7 +38,7 @@ def test_method_cost_quick_prints_a_ratio_per_method() -> None:
     ratios = method_cost_ratios()
     assert set(ratios) == set(METHODS), ratios
     assert ratios["vanilla"][:2] == (1.0, 1.0)
-    for name, (time_ratio, mac_ratio, mem_ratio) in ratios.items():
+    for name, (time_ratio, _mac_ratio, mem_ratio) in ratios.items():
         assert time_ratio > 0 and math.isfinite(time_ratio), name
         # A quick run's CPU memory growth is a few MB, so only its form is checked.
         assert math.isnan(mem_ratio) or mem_ratio >= 0, name

@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers.fake_cluster import HEAD_NODE_ID as HEAD_NODE
 from tests.helpers.fake_cluster import RAY, FakeCluster
+from tests.helpers.plugin import install_plugin, with_plugin
 from tests.helpers.searches import child_runs, write_space
 
 pytestmark = pytest.mark.slow
@@ -24,9 +25,15 @@ SEARCH_ENDS: list[float] = []  # when each search of this module ended (time.mon
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    fake = FakeCluster(Path(f"/tmp/skda{os.getpid()}"), dict(os.environ), worker_cpus=1, max_workers=2,
-                       idle_minutes=0.25)
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install_plugin(tmp_path_factory.mktemp("plugin"))
+
+
+@pytest.fixture(scope="module")
+def cluster(plugin_site: Path):
+    # Every simulated node has the example plugin installed, as a cluster.yaml setup command would.
+    fake = FakeCluster(Path(f"/tmp/skda{os.getpid()}"), with_plugin(dict(os.environ), plugin_site), worker_cpus=1,
+                       max_workers=2, idle_minutes=0.25)
     try:
         yield fake.start()
     finally:
@@ -99,6 +106,21 @@ def test_two_worker_trials_on_launched_nodes(cli, cluster: FakeCluster, tmp_path
         assert tags["skd.status"] == "completed" and tags["skd.world_size"] == "2"
         ranks = tags["skd.worker_nodes"].split(",")
         assert len(set(ranks)) == 2 and HEAD_NODE not in ranks, ranks
+
+
+def test_a_plugin_method_backbone_and_dataset_train_on_launched_nodes(cli, cluster: FakeCluster, tmp_path: Path,
+                                                                       plugin_site: Path) -> None:
+    use(cli, cluster, PYTHONPATH=with_plugin(cli.env, plugin_site)["PYTHONPATH"])
+    res = cli("--address", cluster.address, "--method", "dsn", "--num-samples", "2", "--max-epochs", "2",
+              "--storage", str(tmp_path / "results"), "--experiment", "plugin_on_cluster", "--seed", "0", timeout=300)
+    assert res.returncode == 0, res.stdout[-6000:] + cluster.tail()
+    SEARCH_ENDS.append(time.monotonic())
+    _, children = child_runs(cli.mlflow_uri, "plugin_on_cluster")
+    assert len(children) == 2
+    for child in children:
+        assert child.data.tags["skd.status"] == "completed"
+        assert HEAD_NODE not in child.data.tags["skd.worker_nodes"]  # trained on a launched node
+        assert (child.data.params["model.backbone"], child.data.params["data.name"]) == ("vgg_tiny", "toy_shapes")
 
 
 def test_a_trial_no_node_type_holds_is_refused_before_it_starts(cli, cluster: FakeCluster, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skd_ray.errors import ConfigError
-from skd_ray.methods import FINAL, MethodOutput, SelfKDMethod, register_method
+from skd_ray.methods import FINAL, ExitCost, MethodOutput, SelfKDMethod, register_method
 from skd_ray.models.heads import ExitHead
 
 
@@ -69,3 +69,7 @@ class DeeplySupervised(SelfKDMethod):
         out = {name: head(maps[int(name.removeprefix("exit")) - 1])[1] for name, head in self.heads.items()}
         out[FINAL] = logits
         return out
+
+    def _exit_costs(self, one: torch.Tensor, full_macs: int) -> dict[str, ExitCost]:
+        return self.head_exit_costs(one, full_macs, {name: (int(name.removeprefix("exit")), head)
+                                                     for name, head in self.heads.items()})
