@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "skd_ray"
 LAYERS = ["errors", "plugins", "config", "models", "methods", "data", "training", "results", "search", "selection",
-          "cli"]
+          "cli", "api"]
 ENTRY_POINTS = {"skd_ray", "skd_ray.__main__"}
 FORBIDDEN = {layer: {"ray", "optuna", "mlflow"} for layer in ("errors", "plugins", "config", "models", "methods",
                                                                "data", "training")}

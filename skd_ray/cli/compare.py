@@ -28,7 +28,7 @@ from skd_ray.selection.compare import (
     write_files,
 )
 from skd_ray.selection.compare_space import RECIPE_FILE, method_space, parse_methods
-from skd_ray.selection.compare_state import comparison_folders
+from skd_ray.selection.compare_state import CompareState, comparison_folders
 from skd_ray.selection.compare_table import MethodRow, format_text
 from skd_ray.selection.final_summary import final_seeds
 
@@ -47,6 +47,15 @@ def recipe_path(config: str | None) -> Path:
 
 def run_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any], verbosity: int) -> int:
     """Check everything, then run a new comparison."""
+    state, folder = begin_compare(args, uri, overrides)
+    print(f"comparison {state.name}: {', '.join(s.method for s in state.steps)}; {args.num_samples} trials each, "
+          f"then the best configuration retrained with seeds {state.seeds}; state in {folder}")
+    return finish(run_comparison(state, folder, args.address, verbosity), uri, state.experiment)
+
+
+def begin_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any]) -> tuple[CompareState, Path]:
+    """Check the methods, the recipe, the data, the storage and the store (before Ray starts),
+    then create the comparison's MLflow run and folder; shared with the Python API."""
     methods = parse_methods(args.compare)
     recipe = recipe_path(args.config)
     spaces = {m: method_space(recipe, m, overrides) for m in methods}
@@ -66,10 +75,7 @@ def run_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any], v
                 "ddp_pool": not args.train_run_per_trial, "keep_pools": args.keep_ddp_pools,
                 "resource_wait_s": args.resource_wait_timeout}
     use_token_if_available()  # before Ray is imported: its core reads the authentication mode once
-    state, folder = start_comparison(CompareRequest(methods, spaces, storage, uri, experiment, seeds, settings))
-    print(f"comparison {state.name}: {', '.join(methods)}; {args.num_samples} trials each, then the best "
-          f"configuration retrained with seeds {seeds}; state in {folder}")
-    return finish(run_comparison(state, folder, args.address, verbosity), uri, experiment)
+    return start_comparison(CompareRequest(methods, spaces, storage, uri, experiment, seeds, settings))
 
 
 def resumable_comparison(args: argparse.Namespace, experiment: str) -> Path | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from skd_ray.methods import get_method_spec, method_names
 from skd_ray.models import backbone_names
 from skd_ray.results.leaderboard import search_run_id
 from skd_ray.results.tracking import check_store_usable, default_tracking_uri
-from skd_ray.search.space import load_space, load_yaml
+from skd_ray.search.space import SearchSpace, load_space, load_yaml
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     uri = args.mlflow_uri or default_tracking_uri()
     check_flags(args, build_parser().get_default)
     check_combination(args)
-    searched = args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}"
+    searched = searched_experiment(args)
     if args.report and not args.results:
         raise SkdError("--report DIR writes the report of a finished search", "add --results")
     if args.results:
@@ -190,17 +191,31 @@ def run(args: argparse.Namespace) -> int:
         if compared_folder is not None:
             return resume_compare(compared_folder, args, verbosity_of(args))
         return resume_search(args, searched)
-    path = resolve_space_path(args)
-    overrides = parse_overrides(args)
-    space_method = space_method_of(path)
-    check_method_matches(space_method, args, path)
-    space = load_space(path, overrides)
-    experiment = args.experiment or f"skd-{path.stem}"
-    check_space_data(space, 1 if args.debug else args.workers_per_trial)
+    space, experiment = checked_space(args)
     if args.debug:
         check_store_usable(uri, experiment, multi_process=False)
         return run_debug(space, uri, experiment)
     return run_ray_search(args, space, uri, experiment)
+
+
+def searched_experiment(args: argparse.Namespace) -> str:
+    """--experiment, else the experiment a search of --config / --method writes to (`skd-<space
+    file name>`, `skd-byot` without either): where `--results` and the commands acting on a
+    finished search look."""
+    return args.experiment or f"skd-{Path(args.config or (args.method or 'byot')).stem}"
+
+
+def checked_space(args: argparse.Namespace, extra: Mapping[str, Any] | None = None) -> tuple[SearchSpace, str]:
+    """The space a search (or --debug run) trains and its MLflow experiment: the space file,
+    then the flag values and --set pairs, then `extra` (the Python API's overrides) fixed in it;
+    the method, the space and its data checked, all before Ray starts."""
+    path = resolve_space_path(args)
+    overrides = {**parse_overrides(args), **(extra or {})}
+    check_method_matches(space_method_of(path), args, path)
+    space = load_space(path, overrides)
+    experiment = args.experiment or f"skd-{path.stem}"
+    check_space_data(space, 1 if args.debug else args.workers_per_trial)
+    return space, experiment
 
 
 def space_method_of(path: Path) -> Any:

@@ -24,7 +24,7 @@ from skd_ray.results.tracking import (
 from skd_ray.search.closing import ending_status, reason_of
 from skd_ray.search.cluster import use_token_if_available
 from skd_ray.search.console import QUIET, RAY_LOG_FILE, ray_logs_to_file
-from skd_ray.search.request import SearchRequest
+from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state import check_name_unique, check_resumable, latest_search_name, safe_name
 from skd_ray.search.state_files import restore_tune_state
 from skd_ray.training.engine import fit
@@ -63,6 +63,12 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
 
 
 def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> int:
+    return execute_search(search_request(args, space, uri, experiment))
+
+
+def search_request(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> SearchRequest:
+    """A new search's request from the command line's options, once its storage, folder name
+    and MLflow store are checked (no Ray yet); shared with the Python API."""
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
@@ -83,7 +89,7 @@ def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: s
                         start_from_defaults=not args.no_default_trial, objectives=objectives,
                         verbosity=verbosity_of(args), resource_wait_s=args.resource_wait_timeout)
     req.extra_tags = {**req.extra_tags, **objective_tags(objectives)}
-    return execute_search(req)
+    return req
 
 
 def resume_search(args: argparse.Namespace, experiment: str) -> int:
@@ -118,8 +124,9 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     return execute_search(req)
 
 
-def execute_search(req: Any) -> int:
-    """Run (or resume) `req` on Ray, then print its leaderboard (and Pareto front)."""
+def launch_search(req: Any) -> SearchOutcome:
+    """Run (or resume) `req` on Ray, Ray's own log records going to the search's `ray.log`;
+    shared with the Python API, which reads the answer from MLflow instead of printing it."""
     use_token_if_available()  # before Ray is imported: its core reads the authentication mode once
     from skd_ray.search.driver import run_search  # local: loads Ray, which --debug must not
 
@@ -128,7 +135,12 @@ def execute_search(req: Any) -> int:
         print(f"search {req.search_name}: {req.num_samples} trials; Ray's logs go to {log_file} "
               "(-v shows them here)")
     with ray_logs_to_file(log_file, req.verbosity):
-        outcome = run_search(req)
+        return run_search(req)
+
+
+def execute_search(req: Any) -> int:
+    """Run (or resume) `req` on Ray, then print its leaderboard (and Pareto front)."""
+    outcome = launch_search(req)
     print()
     print(f"search {req.search_name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
           f"results in {outcome.experiment_dir}")
