@@ -25,7 +25,7 @@ def main() -> None:
 
     # search_spaces/byot.yaml (the default method's space) on the bundled digits data: 3 trials
     # of 2 epochs, a narrow network (overrides is the command line's --set).
-    result = skd_ray.search(method="byot", dataset="digits", backbone="resnet_small", overrides={"model.width": 8},
+    result = skd_ray.run_search(method="byot", dataset="digits", backbone="resnet_small", overrides={"model.width": 8},
                             num_samples=3, max_epochs=2, seed=0, storage=out / "results", mlflow_uri=mlflow_uri,
                             experiment="python-api-example", quiet=True)
     print(result)
@@ -38,7 +38,7 @@ def main() -> None:
         print(f"  {trial.name}  {trial.status:<13}  {trial.epochs} epochs  {trial.value:.4f}  {trial.run_id}")
 
     # Later, in another process: the same answer, read from MLflow only (no Ray).
-    again = skd_ray.results(experiment="python-api-example", search=result.search, mlflow_uri=mlflow_uri,
+    again = skd_ray.search_results(experiment="python-api-example", search=result.search, mlflow_uri=mlflow_uri,
                             storage=out / "results")
     assert (again.best_run_id, again.best_config) == (result.best_run_id, result.best_config)
     print(f"read back: best {again.best_trial} ({again.best_run_id}); folder {again.directory}")

@@ -1,11 +1,11 @@
 """The Python API: run a search or a comparison from Python and get its answer back as an object.
 
-`search`, `compare`, `results` and `comparison_results` take keyword arguments named after the
+`run_search`, `compare`, `search_results` and `comparison_results` take keyword arguments named after the
 command line's options (`num_samples` is `--num-samples`, `overrides` is `--set`) with the same
 defaults, and go through the command line's own checks and steps (`skd_ray.cli`): an option
 is parsed, checked and turned into a search request in one place, so both ways of starting a
 search behave alike. The answer is read back from MLflow, exactly as `--results` reads it, so
-a finished search returns the same object from `search(...)` as from `results(...)` later.
+a finished search returns the same object from `run_search(...)` as from `search_results(...)` later.
 
 Problems the caller can fix raise `skd_ray.errors.SkdError` (naming the command-line flag of
 the keyword argument, e.g. `--num-samples` for `num_samples`), never `SystemExit`. A search or
@@ -54,7 +54,7 @@ from skd_ray.selection.compare_table import MethodRow, format_text
 from skd_ray.training.metrics import BEST_VAL_ACC
 
 __all__ = ["ComparisonResult", "MethodResult", "SearchResult", "TrialResult", "compare", "comparison_results",
-           "results", "search"]
+           "run_search", "search_results"]
 
 PathText = str | os.PathLike[str]  # a file or folder, as text or as a Path
 
@@ -163,7 +163,7 @@ class ComparisonResult:
         return f"{headline(self.name, [])}\n{self.table}"
 
 
-def search(config: PathText | None = None, *, method: str | None = None, dataset: str | None = None,
+def run_search(config: PathText | None = None, *, method: str | None = None, dataset: str | None = None,
            data_dir: PathText | None = None, backbone: str | None = None,
            overrides: Mapping[str, Any] | None = None, num_samples: int = 8, max_epochs: int | None = None,
            workers_per_trial: int = 1, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
@@ -200,7 +200,7 @@ def search(config: PathText | None = None, *, method: str | None = None, dataset
     return read_search(uri, experiment_name, outcome.parent_run_id, outcome.experiment_dir)
 
 
-def results(experiment: str | None = None, search: str | None = None, *, mlflow_uri: str | None = None,
+def search_results(experiment: str | None = None, search: str | None = None, *, mlflow_uri: str | None = None,
             storage: PathText = "skd_results") -> SearchResult:
     """The answer of a search that ran before (from Python or the command line), read from
     MLflow only, as `--results` reads it: the latest search of `experiment` (default
@@ -352,11 +352,3 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-# `skd_ray.search` and `skd_ray.results` are these functions, not the subpackages of the same
-# names (see skd_ray/__init__.py). `import skd_ray.search.space as space` looks `space` up on
-# the function and, not finding it there, in sys.modules under the function's `__name__`: named
-# after the subpackage, that finds the submodule. Pickling uses `__qualname__`, which stays.
-search.__name__ = "skd_ray.search"
-results.__name__ = "skd_ray.results"

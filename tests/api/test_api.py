@@ -1,4 +1,4 @@
-"""The Python API (`skd_ray.search`, `compare`, `results`): what `import skd_ray` costs, that its
+"""The Python API (`skd_ray.run_search`, `compare`, `search_results`): what `import skd_ray` costs, that its
 options match the command line's, that bad input raises SkdError before Ray starts, and one
 real search (Ray, Optuna, MLflow) whose answer is checked against what MLflow holds."""
 
@@ -35,22 +35,20 @@ def test_import_loads_no_heavy_library() -> None:
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_search_and_results_are_the_functions_beside_their_subpackages() -> None:
-    """The subpackages skd_ray.search and skd_ray.results share the API functions' names; once
-    imported they must not hide the functions, and stay importable in every form."""
-    import skd_ray.results.leaderboard as leaderboard
-    import skd_ray.search.request as request
+def test_the_public_names_are_the_api_and_leave_the_subpackages_alone() -> None:
+    """The functions are named apart from the subpackages (skd_ray.search, skd_ray.results), so
+    importing those binds nothing over them."""
+    import skd_ray.results.leaderboard  # noqa: F401
+    import skd_ray.search.space  # noqa: F401
     from skd_ray import api
-    from skd_ray.search.space import load_space
 
-    assert skd_ray.search is api.search and skd_ray.results is api.results
-    assert request.SearchRequest and leaderboard.trial_rows and load_space
-    assert sys.modules["skd_ray.search"].__name__ == "skd_ray.search"
+    assert skd_ray.run_search is api.run_search and skd_ray.search_results is api.search_results
+    assert skd_ray.search.space.load_space and skd_ray.results.leaderboard.trial_rows
     assert skd_ray.SearchResult is api.SearchResult and skd_ray.compare is api.compare
     assert set(skd_ray.__all__) == set(dir(skd_ray)) & set(skd_ray.__all__)
 
 
-@pytest.mark.parametrize("function", ["search", "compare"])
+@pytest.mark.parametrize("function", ["run_search", "compare"])
 def test_defaults_are_the_command_lines(function: str) -> None:
     from skd_ray.cli.main import build_parser
 
@@ -67,7 +65,7 @@ def test_defaults_are_the_command_lines(function: str) -> None:
                                      {"sampler": "grid"}, {"max_epochs": 1.5}, {"overrides": {"optim.lr": -1.0}}])
 def test_bad_input_raises_skd_error_before_ray_starts(options: dict, tmp_path: Path) -> None:
     with pytest.raises(SkdError):
-        skd_ray.search(storage=tmp_path / "results", mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **options)
+        skd_ray.run_search(storage=tmp_path / "results", mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **options)
     assert not (tmp_path / "results").exists()
 
 
@@ -75,7 +73,7 @@ SEARCH_SCRIPT = """
 import dataclasses, json, sys
 import skd_ray
 
-result = skd_ray.search(config=sys.argv[1], overrides={"model.width": 4}, num_samples=2, max_epochs=2, seed=0,
+result = skd_ray.run_search(config=sys.argv[1], overrides={"model.width": 4}, num_samples=2, max_epochs=2, seed=0,
                         storage=sys.argv[2], mlflow_uri=sys.argv[3], experiment="api", quiet=True)
 print(result)
 with open(sys.argv[4], "w") as fh:
@@ -96,7 +94,7 @@ def run_search_script(cli, args: list[str], timeout: float) -> str:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"skd_ray.search(...) did not finish in {timeout}s:\n{out[-4000:]}")
+        pytest.fail(f"skd_ray.run_search(...) did not finish in {timeout}s:\n{out[-4000:]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -136,9 +134,9 @@ def test_search_returns_what_mlflow_holds_and_results_reads_it_back(cli, tmp_pat
     assert max(t["value"] for t in found["trials"]) == found["best_value"]
     assert Path(found["directory"], "optuna.db").is_file() and found["tracking_uri"] == cli.mlflow_uri
 
-    again = skd_ray.results(experiment="api", mlflow_uri=cli.mlflow_uri, storage=tmp_path / "results")
+    again = skd_ray.search_results(experiment="api", mlflow_uri=cli.mlflow_uri, storage=tmp_path / "results")
     assert (again.best_run_id, again.best_config, again.best_value, again.directory) == \
         (found["best_run_id"], found["best_config"], found["best_value"], found["directory"])
-    named = skd_ray.results(experiment="api", search=found["search"], mlflow_uri=cli.mlflow_uri)
+    named = skd_ray.search_results(experiment="api", search=found["search"], mlflow_uri=cli.mlflow_uri)
     assert named.parent_run_id == found["parent_run_id"] and [t.run_id for t in named.trials] == \
         [t["run_id"] for t in found["trials"]]

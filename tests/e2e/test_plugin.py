@@ -34,10 +34,12 @@ def test_a_search_of_the_plugin_method_on_its_backbone_and_dataset(cli, plugin_s
     res = cli("--method", "dsn", "--num-samples", "2", "--max-epochs", "2", "--storage", str(tmp_path / "results"),
               "--mlflow-uri", cli.mlflow_uri, "--experiment", "plugin", "--seed", "0", timeout=420)
     assert res.returncode == 0, res.stdout[-6000:]
-    _, children = child_runs(cli.mlflow_uri, "plugin")
+    parent, children = child_runs(cli.mlflow_uri, "plugin")
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children), res.stdout[-3000:]
+    fixed = parent.data.params  # a search's constants are logged once, on its parent run
+    constants = (fixed["config.method"], fixed["config.model.backbone"], fixed["config.data.name"])
+    assert constants == ("dsn", "vgg_tiny", "toy_shapes")
+    assert fixed["config.method.exits"] == "[1, 2]"  # the stage-count default on a 3-stage network
     for run in children:
-        params = run.data.params
-        assert (params["method"], params["model.backbone"], params["data.name"]) == ("dsn", "vgg_tiny", "toy_shapes")
-        assert params["method.exits"] == "[1, 2]"  # the plugin's stage-count default on a 3-stage network
+        assert run.data.tags["skd.method"] == "dsn"
         assert any(key.startswith("val/acc") for key in run.data.metrics)
