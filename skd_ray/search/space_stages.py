@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from skd_ray.config import DataConfig, ModelConfig, TrainConfig, build_dataclass
-from skd_ray.data import dataset_info, input_image_size
 from skd_ray.errors import ConfigError
 from skd_ray.methods import get_method_spec
-from skd_ray.models import backbone_layout
+from skd_ray.training.resolve import config_layout
 
 NON_FINAL_STAGES = "non_final_stages"
 LAST_NON_FINAL_STAGE = "last_non_final_stage"
@@ -78,10 +77,7 @@ def backbone_stages(flat: dict[str, Any]) -> Stages:
     `resolve_config` checks method values against (same network, channels, classes, image size)."""
     data_cfg = build_dataclass(DataConfig, {k[5:]: v for k, v in flat.items() if k.startswith("data.")}, "data")
     m = build_dataclass(ModelConfig, {k[6:]: v for k, v in flat.items() if k.startswith("model.")}, "model")
-    info = dataset_info(data_cfg.name, data_cfg.dir)
-    layout = backbone_layout(m.backbone, m.width, info.in_channels, max(2, info.num_classes),
-                             input_image_size(data_cfg), tuple(m.stages), m.classifier)
-    return Stages(m.backbone, layout.num_stages)
+    return Stages(m.backbone, config_layout(data_cfg, m).num_stages)
 
 
 def space_stages(where: str, fixed: dict[str, Any], params: Sequence[Searched], stage_key: str) -> Stages:

@@ -7,11 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from skd_ray.config import SECTIONS, TrainConfig, build_dataclass, split_flat, validate_core
+from skd_ray.config import SECTIONS, DataConfig, ModelConfig, TrainConfig, build_dataclass, split_flat, validate_core
 from skd_ray.data import DataBundle, dataset_info, input_image_size, load_data
 from skd_ray.errors import ConfigError
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method, get_method_spec
-from skd_ray.models import backbone_layout, build_backbone
+from skd_ray.models import StageLayout, backbone_layout, build_backbone
+
+
+def config_layout(data_cfg: DataConfig, model_cfg: ModelConfig) -> StageLayout:
+    """The stage layout of the network `model_cfg` names, built for the images of `data_cfg`
+    (probed once per shape and cached): what method values counted in stages are checked against."""
+    info = dataset_info(data_cfg.name, data_cfg.dir)
+    return backbone_layout(model_cfg.backbone, model_cfg.width, info.in_channels, max(2, info.num_classes),
+                           input_image_size(data_cfg), tuple(model_cfg.stages), model_cfg.classifier)
 
 
 def resolve_config(flat: dict[str, Any]) -> TrainConfig:
@@ -24,10 +32,8 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     method, sections, method_values = split_flat(flat)
     spec = get_method_spec(method)
     kwargs = {name: build_dataclass(cls, sections[name], name) for name, cls in SECTIONS.items()}
-    data_cfg, m = kwargs["data"], kwargs["model"]
-    info = dataset_info(data_cfg.name, data_cfg.dir)
-    layout = backbone_layout(m.backbone, m.width, info.in_channels, max(2, info.num_classes),
-                             input_image_size(data_cfg), tuple(m.stages), m.classifier)
+    m = kwargs["model"]
+    layout = config_layout(kwargs["data"], m)
     # Defaults that depend on the stage count (BYOT's exits after every non-final stage, ...)
     # are written into the config, so the logged parameters say what really ran.
     method_values = {**spec.cls.stage_defaults(layout.num_stages), **method_values}
