@@ -72,6 +72,35 @@ class StagedBackbone(nn.Module):
         return self.forward_stages(x).logits
 
 
+class StemStagesClassifier(StagedBackbone):
+    """A backbone built as `stem` -> `stages` (an nn.ModuleList run in order) -> global average
+    pool -> `fc`: the shape of every ResNet written here."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    fc: nn.Module
+
+    def forward_stages(self, x: torch.Tensor) -> StageOutputs:
+        maps = []
+        out = self.stem(x)
+        for stage in self.stages:
+            out = stage(out)
+            maps.append(out)
+        pooled = self.pool(out)
+        return StageOutputs(maps, pooled, self.fc(pooled))
+
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.stages)
+
+    def pool(self, feat: torch.Tensor) -> torch.Tensor:
+        """Global average pool to a (batch, channels) feature."""
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(feat, 1), 1)
+
+    def classify(self, feat: torch.Tensor) -> torch.Tensor:
+        """Logits of the backbone's own classifier from the last stage's output."""
+        return self.fc(self.pool(feat))
+
+
 def probe_layout(backbone: StagedBackbone, in_channels: int, image_size: int, name: str) -> StageLayout:
     """Run one image of `image_size` through `backbone` and read its real stage layout.
 

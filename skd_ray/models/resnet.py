@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from skd_ray.models.contract import StagedBackbone, StageLayout, StageOutputs
+from skd_ray.models.contract import StageLayout, StemStagesClassifier
 
 
 class BasicBlock(nn.Module):
@@ -33,7 +33,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class StagedResNet(StagedBackbone):
+class StagedResNet(StemStagesClassifier):
     """ResNet with a 3x3 stem (CIFAR style, no max-pool) and `len(blocks)` stages.
 
     Stage i>0 halves the resolution and doubles the width. `forward_stages` returns the
@@ -62,25 +62,3 @@ class StagedResNet(StagedBackbone):
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_classes = num_classes
         self.layout = StageLayout(tuple(self.stage_channels), tuple(self.stage_strides), in_ch)
-
-    def forward_stages(self, x: torch.Tensor) -> StageOutputs:
-        """Outputs of every stage (shallow to deep), the pooled last one and the logits."""
-        maps = []
-        out = self.stem(x)
-        for stage in self.stages:
-            out = stage(out)
-            maps.append(out)
-        pooled = self.pool(out)
-        return StageOutputs(maps, pooled, self.fc(pooled))
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.stages)
-
-    def pool(self, feat: torch.Tensor) -> torch.Tensor:
-        """Global average pool to a (batch, channels) feature."""
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(feat, 1), 1)
-
-    def classify(self, feat: torch.Tensor) -> torch.Tensor:
-        """Logits of the backbone's own classifier from the last stage's output."""
-        return self.fc(self.pool(feat))
-

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skd_ray.errors import ConfigError
-from skd_ray.models.contract import StagedBackbone, StageLayout, StageOutputs
+from skd_ray.models.contract import StageLayout, StemStagesClassifier
 
 
 class WideBlock(nn.Module):
@@ -41,7 +41,7 @@ class WideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(act))
 
 
-class WideResNet(StagedBackbone):
+class WideResNet(StemStagesClassifier):
     """WRN-`depth`-`k`: 3 stages of (depth-4)/6 wide blocks (see module docstring)."""
 
     def __init__(self, depth: int, k: int, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
@@ -73,15 +73,3 @@ class WideResNet(StagedBackbone):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
-
-    def forward_stages(self, x: torch.Tensor) -> StageOutputs:
-        maps = []
-        out = self.stem(x)
-        for stage in self.stages:
-            out = stage(out)
-            maps.append(out)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return StageOutputs(maps, pooled, self.fc(pooled))
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.stages)
