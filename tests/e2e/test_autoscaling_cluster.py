@@ -115,12 +115,13 @@ def test_a_plugin_method_backbone_and_dataset_train_on_launched_nodes(cli, clust
               "--storage", str(tmp_path / "results"), "--experiment", "plugin_on_cluster", "--seed", "0", timeout=300)
     assert res.returncode == 0, res.stdout[-6000:] + cluster.tail()
     SEARCH_ENDS.append(time.monotonic())
-    _, children = child_runs(cli.mlflow_uri, "plugin_on_cluster")
+    parent, children = child_runs(cli.mlflow_uri, "plugin_on_cluster")
+    assert (parent.data.params["config.model.backbone"], parent.data.params["config.data.name"]) == ("vgg_tiny",
+                                                                                                     "toy_shapes")
     assert len(children) == 2
     for child in children:
-        assert child.data.tags["skd.status"] == "completed"
+        assert child.data.tags["skd.status"] == "completed" and child.data.tags["skd.method"] == "dsn"
         assert HEAD_NODE not in child.data.tags["skd.worker_nodes"]  # trained on a launched node
-        assert (child.data.params["model.backbone"], child.data.params["data.name"]) == ("vgg_tiny", "toy_shapes")
 
 
 def test_a_trial_no_node_type_holds_is_refused_before_it_starts(cli, cluster: FakeCluster, tmp_path: Path) -> None:
