@@ -1,9 +1,10 @@
-"""Command-line options of a search's aftermath and of the multi-objective search.
+"""The commands that act on a finished search, and the steps of the multi-objective search.
 
 `--final-top K --seeds S` retrains a finished search's K best configurations (final
 evaluation), `--export-best DIR` writes its best model for plain PyTorch, and
-`--multi-objective` turns a search into an accuracy/compute Pareto search. `skd_ray.cli.main`
-owns parsing, errors and exit codes; this module keeps these options in one place.
+`--multi-objective` turns a search into an accuracy/compute Pareto search (`skd-ray final`,
+`export` and `pareto`). `skd_ray.cli.options` defines their options, `skd_ray.cli.main` owns
+errors and exit codes; this module runs them.
 Ray is imported only when a final evaluation runs (by `skd_ray.selection.final_eval`).
 """
 
@@ -28,30 +29,6 @@ from skd_ray.selection.multi_objective import (
     objectives,
     record_pareto_front,
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options this module handles, as two argument groups of the main parser."""
-    done = p.add_argument_group("after a search (use its --experiment, --storage and --mlflow-uri)")
-    done.add_argument("--search", metavar="NAME",
-                      help="the search to act on: its run name (printed by the search) or MLflow run id "
-                           "(default: the latest search of --experiment); also for --results")
-    done.add_argument("--final-top", type=int, metavar="K",
-                      help="retrain the K best configurations on train+validation with --seeds seeds each "
-                           "and report their test accuracy (mean ± std)")
-    done.add_argument("--seeds", type=int, default=3, metavar="S",
-                      help="seeds per configuration for --final-top: --seed, --seed+1, ... (default 3)")
-    done.add_argument("--export-best", metavar="DIR",
-                      help="write the best trial's deployable model (torch.export program, state_dict, "
-                           "config, metadata) to DIR")
-    done.add_argument("--export-keep-exits", action="store_true",
-                      help="with --export-best: keep every exit (the model returns all exits' logits)")
-    multi = p.add_argument_group("multi-objective search")
-    multi.add_argument("--multi-objective", action="store_true",
-                       help="search validation accuracy (max) against compute (min) of the dynamic "
-                            "early-exit policy with NSGA-II, no ASHA; prints the Pareto front")
-    multi.add_argument("--compute-threshold", type=float, metavar="T",
-                       help="confidence threshold of that policy (default 0.95; one of eval.thresholds)")
 
 
 def wants_finished_search(args: argparse.Namespace) -> bool:

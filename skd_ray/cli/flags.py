@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from skd_ray.errors import SkdError
@@ -27,16 +27,19 @@ class Range:
     high: float | None = None
     example: str = ""
 
-    def check(self, value: float | None) -> None:
+    def check(self, value: float | None, flag: str | None = None) -> None:
+        """Refuse `value` out of range, naming the flag as the user typed it (`flag`; default
+        the combined form's spelling)."""
         if value is None:
             return
+        flag = flag or self.flag
         too_low = value <= self.low if self.above else value < self.low
         if not math.isfinite(value) or too_low or (self.high is not None and value > self.high):
             bound = f"> {self.low:g}" if self.above else f">= {self.low:g}"
             if self.high is not None:
                 bound += f" and <= {self.high:g}"
-            raise SkdError(f"{self.flag} {value:g} is out of range (it must be {bound})",
-                           f"pass e.g. {self.flag} {self.example}")
+            raise SkdError(f"{flag} {value:g} is out of range (it must be {bound})",
+                           f"pass e.g. {flag} {self.example}")
 
 
 RANGES = {
@@ -54,10 +57,11 @@ RANGES = {
 }
 
 
-def check_ranges(args: argparse.Namespace) -> None:
-    """Every numeric flag within its range; GPU shares above 1 must be whole GPUs."""
+def check_ranges(args: argparse.Namespace, flag_names: Mapping[str, str] | None = None) -> None:
+    """Every numeric flag within its range; GPU shares above 1 must be whole GPUs. `flag_names`
+    spells an option as a subcommand does (`final_top`: `--top`)."""
     for name, rule in RANGES.items():
-        rule.check(getattr(args, name, None))
+        rule.check(getattr(args, name, None), (flag_names or {}).get(name))
     gpus = args.gpus_per_worker
     if gpus > 1 and gpus != int(gpus):
         raise SkdError(f"--gpus-per-worker {gpus:g} is neither a fraction of one GPU nor whole GPUs",
@@ -113,7 +117,9 @@ def check_combinations(args: argparse.Namespace, defaults: Callable[[str], objec
                        "add one of them, or use --resume --experiment NAME to continue a search")
 
 
-def check_flags(args: argparse.Namespace, defaults: Callable[[str], object]) -> None:
-    """All checks of this module; `defaults(name)` is the parser's default of a flag."""
-    check_ranges(args)
+def check_flags(args: argparse.Namespace, defaults: Callable[[str], object],
+                flag_names: Mapping[str, str] | None = None) -> None:
+    """All checks of this module; `defaults(name)` is the parser's default of a flag. A
+    subcommand cannot spell a contradictory combination, so only its ranges can fail here."""
+    check_ranges(args, flag_names)
     check_combinations(args, defaults)

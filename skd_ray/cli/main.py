@@ -1,8 +1,15 @@
-"""Command line: `python run_search.py ...` / `python -m skd_ray ...`.
+"""Command line: `skd-ray COMMAND ...`, `python run_search.py ...`, `python -m skd_ray ...`.
 
-Three modes: a search on Ray (default), `--debug` (one configuration in this process, no
-Ray, breakpoints work) and `--results` (leaderboard from MLflow, runs nothing). Any problem
-the user can fix ends with one `error:` line naming it and the fix, and exit code 2.
+Eight jobs, one `skd-ray` subcommand each: `search` (on Ray; `run_search.py` alone), `debug`
+(one configuration in this process, no Ray, breakpoints work), `results` (a search's
+leaderboard or a comparison's table from MLflow, runs nothing; `--report DIR` writes a page),
+`resume`, `final` (retrain the best configurations over seeds, tested), `compare` (methods
+against vanilla), `export` (the best model for plain PyTorch) and `pareto` (multi-objective
+search). `run_search.py` keeps the combined form of before, the job chosen by a mode flag
+(`--debug`, `--results`, `--resume`, `--final-top`, `--compare`, `--export-best`,
+`--multi-objective`); both spellings parse to one Namespace (`skd_ray.cli.commands`) that
+`run` dispatches. Any problem the user can fix ends with one `error:` line naming it and the
+fix, and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from skd_ray.cli.after import add_arguments, check_combination, run_finished_search, wants_finished_search
+from skd_ray.cli.after import check_combination, run_finished_search, wants_finished_search
+from skd_ray.cli.commands import SEARCH_SCRIPT, TOOL, build_command_parser, build_parser, parse_command_line
 from skd_ray.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -29,81 +37,11 @@ from skd_ray.cli.failure import FailureLog, as_user_error
 from skd_ray.cli.flags import check_flags
 from skd_ray.cli.preflight import check_space_data
 from skd_ray.cli.search import resume_search, run_debug, run_ray_search, verbosity_of
-from skd_ray.data import dataset_names
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
-from skd_ray.methods import get_method_spec, method_names
-from skd_ray.models import backbone_names
+from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
 from skd_ray.results.tracking import check_store_usable, default_tracking_uri
 from skd_ray.search.space import SearchSpace, load_space, load_yaml
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_search.py",
-        description="Search self-knowledge-distillation hyperparameters with Ray Tune + Optuna, tracked in MLflow.",
-    )
-    p.add_argument("--config", help="search-space file (default: search_spaces/<method>.yaml)")
-    p.add_argument("--method", help=f"self-KD method: {', '.join(method_names())} (default: the space's; byot "
-                                    "without --config)")
-    p.add_argument("--compare", metavar="METHODS",
-                   help="compare methods, e.g. vanilla,byot,tfd: one search each on a shared recipe "
-                        "(--config, default search_spaces/compare.yaml), the best configuration of each "
-                        "retrained with --seeds seeds and tested; vanilla is always the reference")
-    p.add_argument("--dataset", help=f"{' | '.join(dataset_names())} | package.module:factory (your own data: "
-                                     "factory(data_dir=...) returns (train, test) as (images, labels) or Datasets)")
-    p.add_argument("--data-dir", help="where the dataset's files are")
-    p.add_argument("--backbone", help=f"{' | '.join(backbone_names())} | wrn_<depth>_<k> (e.g. wrn_16_2) | "
-                                      "timm:<model> (e.g. timm:convnext_atto) | package.module:factory (your own "
-                                      "network; see --set model.stages=...)")
-    p.add_argument("--num-samples", type=int, default=8, help="number of trials (default 8)")
-    p.add_argument("--max-epochs", type=int, help="epoch budget of a full trial (ASHA's max_t)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train (DDP) workers per trial")
-    p.add_argument("--always-ray-train", action="store_true",
-                   help="run 1-worker trials through Ray Train too (default: in the Tune trial process, "
-                        "which starts in under a second)")
-    p.add_argument("--train-run-per-trial", action="store_true",
-                   help="start a new Ray Train run for every multi-worker trial (default: persistent DDP "
-                        "worker pools, one per concurrent trial, reused by every trial)")
-    p.add_argument("--keep-ddp-pools", action="store_true",
-                   help="train multi-worker trials in DDP pools on an autoscaling cluster too (default there: "
-                        "a Train run per trial, since a pool keeps its nodes up until the search ends)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions pack trials on one GPU")
-    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: what fits, or "
-                   "on an autoscaling cluster what its node types can grow to)")
-    p.add_argument("--max-failures", type=int, default=2, metavar="N",
-                   help="times a trial is restarted from its last checkpoint after a crash (default 2; "
-                        "deterministic errors such as a NaN loss or bad data are not retried)")
-    p.add_argument("--resource-wait-timeout", type=float, default=900.0, metavar="SECONDS",
-                   help="give up (interrupted, --resume continues) when trials have waited this long for "
-                        "resources without any progress (default 900)")
-    p.add_argument("--grace-period", type=int, default=2,
-                   help="epochs before ASHA may stop a trial (1 pays off in wide spaces, where bad "
-                        "configurations show in the first epoch; see README, Performance)")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
-                   help="Optuna sampler of a single-objective search (random: a baseline)")
-    p.add_argument("--no-early-stopping", action="store_true", help="run every trial to --max-epochs (no ASHA)")
-    p.add_argument("--no-default-trial", action="store_true",
-                   help="do not start with the space's defaults (the published settings) as the first trial")
-    p.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray")
-    p.add_argument("--storage", default="skd_results", help="Ray results and checkpoints (shared on clusters)")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--experiment", help="MLflow experiment name (default: skd-<space name>)")
-    p.add_argument("--seed", type=int, help="training seed (train.seed) and Optuna sampler seed")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config value, e.g. --set optim.lr=0.1 (repeatable)")
-    p.add_argument("--debug", action="store_true", help="run one configuration in-process, no Ray")
-    p.add_argument("--results", action="store_true", help="print the latest search's leaderboard")
-    p.add_argument("--report", metavar="DIR", help="with --results: also write report.md (settings, leaderboard, "
-                   "best config, early exit) and its PNG plots to DIR")
-    p.add_argument("--resume", action="store_true", help="continue the latest search of --experiment")
-    loud = p.add_mutually_exclusive_group()
-    loud.add_argument("-q", "--quiet", action="store_true", help="print only the search's final summary")
-    loud.add_argument("-v", "--verbose", action="store_true",
-                      help="also print Ray Tune's status tables and Ray's logs (default: one line per trial event)")
-    add_arguments(p)  # --final-top, --export-best, --multi-objective and their options
-    return p
 
 
 def resolve_space_path(args: argparse.Namespace) -> Path:
@@ -146,10 +84,28 @@ def check_method_matches(space_method: Any, args: argparse.Namespace, path: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """`run_search.py` and `python -m skd_ray`: either spelling; no arguments run the default search."""
+    return execute(sys.argv[1:] if argv is None else list(argv), SEARCH_SCRIPT)
+
+
+def tool_main(argv: list[str] | None = None) -> int:
+    """`skd-ray`: with no arguments (or only --help) an overview of the commands, since a bare
+    `skd-ray` starting a search would surprise; otherwise as `main`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        build_command_parser().print_help()
+        return 0
+    return execute(argv, TOOL)
+
+
+def execute(argv: list[str], prog: str) -> int:
+    """Parse either spelling, print the combined form's note line, run, and end as `main` says."""
+    parsed = parse_command_line(argv, prog)
+    if parsed.note:
+        print(parsed.note, file=sys.stderr)
     FailureLog.use(None)
     try:
-        return run(args)
+        return run(parsed.args, parsed.flag_names)
     except SkdError as err:
         return print_error(err, EXIT_USER_ERROR)
     except KeyboardInterrupt:
@@ -166,9 +122,11 @@ def print_error(err: SkdError, code: int) -> int:
     return code
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, flag_names: Mapping[str, str] | None = None) -> int:
+    """Run the job `args` (the combined form's Namespace) asks for; `flag_names`: the options
+    its subcommand spells differently, for the errors that name them."""
     uri = args.mlflow_uri or default_tracking_uri()
-    check_flags(args, build_parser().get_default)
+    check_flags(args, build_parser().get_default, flag_names)
     check_combination(args)
     searched = searched_experiment(args)
     if args.report and not args.results:
