@@ -1,11 +1,13 @@
-"""README and the parser name the same flags: every `--flag` the README shows for
-run_search.py exists, and every flag of run_search.py is documented in the README."""
+"""README and the parsers name the same flags: every `--flag` the README shows for
+run_search.py or an `skd-ray` command exists, and every flag of either is documented in the
+README."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from skd_ray.cli.commands import build_command_parser, subparsers_of
 from skd_ray.cli.main import build_parser
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -22,7 +24,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def parser_flags() -> set[str]:
-    return {opt for action in build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    """The long flags of run_search.py's combined form and of every `skd-ray` command."""
+    parsers = [build_parser(), *subparsers_of(build_command_parser()).values()]
+    return {opt for parser in parsers for action in parser._actions for opt in action.option_strings
+            if opt.startswith("--")}
 
 
 def readme_flags() -> set[str]:
