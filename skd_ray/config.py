@@ -17,6 +17,7 @@ from typing import Any
 from skd_ray.errors import ConfigError
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass
@@ -57,17 +58,41 @@ class ModelConfig:
 
 @dataclass
 class TrainLoopConfig:
-    """Epoch budget, batch size and numerics shared by every method."""
+    """Epoch budget, batch size and numerics shared by every method.
+
+    `amp` and `channels_last` default to `auto`: the worker that trains decides, from the device
+    it got (the driver that resolves the config may have no GPU at all). A GPU trains in bf16
+    (fp16 with a gradient scaler where the GPU has no bf16) and channels-last layout, a CPU in
+    float32 and the contiguous layout. `resolved_amp` and `resolved_channels_last` are that rule.
+    """
 
     epochs: int = 15
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # auto: cuda when the worker has a GPU, else cpu
-    amp: str = "off"  # off | bf16 | fp16
-    channels_last: bool = False
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: bool | str = "auto"  # auto (on for CUDA, off on CPU) | true | false
     grad_clip: float = 0.0  # 0 disables clipping
     threads: int = 0  # 0: leave torch's choice (Ray sets it from the worker's CPUs)
     compile: str = "off"  # off | default | reduce-overhead | max-autotune (torch.compile's modes)
+
+    def resolved_amp(self, device_type: str, bf16_supported: bool) -> str:
+        """`amp` on a device of `device_type` (`cuda`, `cpu`, ...): `auto` is bf16 on a CUDA GPU
+        that has it, fp16 (with a gradient scaler) on an older one, off anywhere else, where
+        autocast would only add casts; an explicit choice stays as given."""
+        if self.amp != "auto":
+            return self.amp
+        if device_type != "cuda":
+            return "off"
+        return "bf16" if bf16_supported else "fp16"
+
+    def resolved_channels_last(self, device_type: str) -> bool:
+        """`channels_last` on a device of `device_type`: `auto` is on for CUDA (tensor-core
+        convolutions read NHWC) and off elsewhere (CPU kernels gain little, and torch 2.14.1
+        has a CPU channels-last bug, see README)."""
+        if self.channels_last == "auto":
+            return device_type == "cuda"
+        return bool(self.channels_last)
 
 
 @dataclass
@@ -267,8 +292,9 @@ def validate_core(cfg: TrainConfig) -> None:
          "use cosine, step or none"),
         (all(0 < m < 1 for m in cfg.sched.milestones), "sched.milestones must be fractions in (0, 1)",
          "use e.g. [0.5, 0.75]"),
-        (cfg.train.amp in ("off", "bf16", "fp16"), f"train.amp {cfg.train.amp!r} is unknown",
-         "use off, bf16 or fp16"),
+        (cfg.train.amp in AMP_MODES, f"train.amp {cfg.train.amp!r} is unknown", "use auto, off, bf16 or fp16"),
+        (cfg.train.channels_last in (True, False, "auto"),
+         f"train.channels_last {cfg.train.channels_last!r} is unknown", "use auto, true or false"),
         (cfg.train.compile in COMPILE_MODES, f"train.compile {cfg.train.compile!r} is unknown",
          f"use one of: {', '.join(COMPILE_MODES)}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device {cfg.train.device!r} is unknown",

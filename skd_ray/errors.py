@@ -42,6 +42,12 @@ class TrainingDiverged(SkdError):
     """The loss became NaN or infinite; the trial cannot continue."""
 
 
+class GpuShareExceeded(SkdError):
+    """A trial given a fraction of a GPU (`--gpus-per-worker` below 1) needed more memory than
+    its share. Its allocator is capped at that share, so it fails alone instead of starving the
+    trials packed beside it; a retry would need the same memory, so it is not retried."""
+
+
 def ensure_writable_directory(directory: str | Path, what: str, option: str) -> Path:
     """Create `directory` if needed and check it can be written, before any work is spent on
     what will go there; `what` names it in the error, `option` is the flag that sets it."""

@@ -179,15 +179,17 @@ def build_loader(bundle: DataBundle, part: str, cfg: TrainConfig, *, rank: int =
     split = getattr(bundle, part)
     batch_size = cfg.train.batch_size if train else cfg.eval.batch_size
     augment = cfg.data.augment if cfg.data.augment is not None else True
+    # `auto` follows the device the batches land on, as the model's layout does (see TrainLoopConfig).
+    channels_last = cfg.train.resolved_channels_last(torch.device(device).type)
     if isinstance(split, TensorSplit):
         return InMemoryLoader(
             split, batch_size, bundle.mean, bundle.std, train=train,
             augment_pad=bundle.pad if augment else 0, augment_flip=bundle.flip and augment,
             seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
-            channels_last=cfg.train.channels_last,
+            channels_last=channels_last,
         )
     common = {"train": train, "seed": cfg.train.seed, "rank": rank, "world_size": world_size, "device": device,
-              "num_workers": cfg.data.loader_workers, "channels_last": cfg.train.channels_last}
+              "num_workers": cfg.data.loader_workers, "channels_last": channels_last}
     if bundle.name == "imagefolder":  # the per-image transforms crop, flip and normalise
         dataset = IndexedSamples(split, build_transforms(cfg.data.image_size, train and augment))
         return FolderLoader(dataset, batch_size, **common)

@@ -27,6 +27,12 @@ class Tags:
     LAST_ERROR = "skd.last_error"  # written by the trial process; promoted to FAILURE_REASON on failure
     DETERMINISTIC_ERROR = "skd.deterministic_error"  # a retry of the trial would fail the same way
     EXECUTOR = "skd.executor"  # trial_process | ray_train | ddp_pool
+    # How a trial trained on its device, every `auto` settled by the worker (skd_ray.training.hardware.RunSetup).
+    DEVICE = "skd.device"  # cpu | cuda (<GPU name>)
+    AMP = "skd.amp"  # off | bf16 | fp16: the autocast dtype of forward passes
+    CHANNELS_LAST = "skd.channels_last"  # true | false
+    CUDNN_BENCHMARK = "skd.cudnn_benchmark"  # true | false
+    GPU_SHARE = "skd.gpu_share"  # the fraction of the GPU's memory the trial was capped at (only when capped)
     WORLD_SIZE = "skd.world_size"
     WORKER_NODES = "skd.worker_nodes"  # Ray node id of every rank, in rank order
     WORKER_PIDS = "skd.worker_pids"

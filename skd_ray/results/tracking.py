@@ -13,11 +13,14 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.training.metrics import SWEEP_COLUMNS, logged_name, mlflow_names, sweep_rows
+
+if TYPE_CHECKING:
+    from skd_ray.training.hardware import RunSetup
 
 
 def default_tracking_uri() -> str:
@@ -332,6 +335,10 @@ class TrialTracker:
         batch = [RunTag(k, v) for k, v in tags.items()]
         _retry(lambda: client(self.uri).log_batch(self.run_id, tags=batch))
 
+    def log_setup(self, setup: RunSetup) -> None:
+        """Tag the run with how it trained on its device (`setup_tags`)."""
+        self.log_tags(setup_tags(setup))
+
     def log_best_state(self, state: dict[str, Any], directory: Path) -> None:
         """Store the best checkpoint (deployable + method state) as the run's artifact."""
         import torch
@@ -340,6 +347,16 @@ class TrialTracker:
         path = directory / Artifacts.BEST_CHECKPOINT
         torch.save(state, path)
         _retry(lambda: client(self.uri).log_artifact(self.run_id, str(path)))
+
+
+def setup_tags(setup: RunSetup) -> dict[str, str]:
+    """A run's device, autocast dtype, memory layout, cuDNN autotuning and GPU memory share as
+    `skd.*` tags: what ran, whatever the config said (`auto` is settled by the worker)."""
+    tags = {Tags.DEVICE: setup.device, Tags.AMP: setup.amp, Tags.CHANNELS_LAST: str(setup.channels_last).lower(),
+            Tags.CUDNN_BENCHMARK: str(setup.cudnn_benchmark).lower()}
+    if setup.gpu_share is not None:
+        tags[Tags.GPU_SHARE] = f"{setup.gpu_share:g}"
+    return tags
 
 
 def _retry(fn: Any, attempts: int = 5, transient: tuple[str, ...] = ("locked",)) -> Any:

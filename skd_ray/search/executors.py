@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import GpuShareExceeded, SkdError
+from skd_ray.results.names import Tags
 from skd_ray.results.tracking import TrialTracker
 from skd_ray.search.pool.link import PoolLink
 from skd_ray.search.pool.messages import Done, PoolJob, Report
@@ -57,7 +58,7 @@ class InTrialProcess:
 
     def train(self, job: TrialJob) -> Trained:
         tracker = TrialTracker(job.settings.runs.uri, job.run_id, chart_threshold=job.cfg.eval.charted_threshold())
-        session = TuneTrialSession(job.cfg.train.device, tracker, job.started_at)
+        session = TuneTrialSession(job.cfg.train.device, tracker, job.started_at, job.settings.gpus_per_worker)
         try:
             metrics = fit(job.cfg, session)
         except SkdError as err:
@@ -96,8 +97,20 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     cfg = resolve_config(loop_config["flat"])
     sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"],
                         chart_threshold=cfg.eval.charted_threshold())
+    session = None
     try:
-        fit(cfg, RaySession(cfg.train.device, sink, loop_config.get("started_at")))
+        session = RaySession(cfg.train.device, sink, loop_config.get("started_at"),
+                             loop_config.get("gpus_per_worker", 0.0))
+        fit(cfg, session)
+    except GpuShareExceeded as err:
+        if session is None or session.world_size == 1:
+            return {"error": deterministic(err).message}
+        # Unlike a NaN loss (every rank sees the same mean), only this rank may have run out:
+        # the others may be waiting in a collective it will never join. Its reason goes on the
+        # run, where the trial's retry finds it and fails at once with it, and the error ends
+        # this worker, so Ray Train stops the others instead of leaving them waiting.
+        sink.log_tags({Tags.DETERMINISTIC_ERROR: deterministic(err).message})
+        raise
     except SkdError as err:
         # Deterministic (divergence, bad data): restarting the workers would fail the same
         # way, so it is returned to the trial function instead of triggering Train's retries.
@@ -123,7 +136,7 @@ class TrainRunPerTrial:
         trainer = TorchTrainer(
             train_worker,
             train_loop_config={"flat": job.flat, "run_id": job.run_id, "tracking_uri": settings.runs.uri,
-                               "started_at": job.started_at},
+                               "started_at": job.started_at, "gpus_per_worker": settings.gpus_per_worker},
             scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
                                                    resources_per_worker=settings.worker_bundle()),
             run_config=ray.train.RunConfig(

@@ -1,5 +1,10 @@
 """Where `fit` runs on Ray: as a Ray Train worker (`RaySession`) or inside a one-worker Ray
-Tune trial (`TuneTrialSession`). Ray is imported lazily, so importing this module is cheap."""
+Tune trial (`TuneTrialSession`). Ray is imported lazily, so importing this module is cheap.
+
+Both take the trial's `gpu_share` (`--gpus-per-worker`): a fraction of a GPU caps the process's
+CUDA allocator at that fraction as soon as the device is picked, before anything is allocated
+(`skd_ray.training.hardware.cap_gpu_share`), so trials packed on one GPU cannot take each
+other's memory."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from torch import nn
 
 from skd_ray.results.names import Tags
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from skd_ray.training.hardware import RunSetup, cap_gpu_share
 from skd_ray.training.metrics import IS_BEST
 from skd_ray.training.session import MetricSink, pick_device, publish
 
@@ -47,7 +53,7 @@ class RaySession:
     executor = "ray_train"  # the `skd.executor` tag of the trial's MLflow run
 
     def __init__(self, device: str = "auto", sink: MetricSink | None = None,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None, gpu_share: float = 0.0) -> None:
         import ray.train
 
         self.started_at = started_at
@@ -57,6 +63,7 @@ class RaySession:
         self.device = pick_device(device, ctx.get_local_rank())
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.gpu_share = cap_gpu_share(gpu_share, self.device)
         self.sink = sink if self.rank == 0 else None
         self.node_ids = self._gather_node_ids()
         if self.sink is not None:
@@ -78,6 +85,10 @@ class RaySession:
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, value)
         return [str(v) for v in gathered]
+
+    def log_setup(self, setup: RunSetup) -> None:
+        if self.sink is not None:
+            self.sink.log_setup(setup)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if self.world_size == 1:
@@ -117,10 +128,11 @@ class TuneTrialSession:
     world_size = 1
 
     def __init__(self, device: str = "auto", sink: MetricSink | None = None,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None, gpu_share: float = 0.0) -> None:
         self.device = pick_device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.gpu_share = cap_gpu_share(gpu_share, self.device)
         self.sink = sink
         self.started_at = started_at
         self.reports = 0
@@ -132,6 +144,10 @@ class TuneTrialSession:
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
+
+    def log_setup(self, setup: RunSetup) -> None:
+        if self.sink is not None:
+            self.sink.log_setup(setup)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         from ray import tune

@@ -21,6 +21,7 @@ from skd_ray.errors import DataError, TrainingDiverged
 from skd_ray.methods import SelfKDMethod
 from skd_ray.training import metrics as metric_names
 from skd_ray.training.early_exit import exit_compute, exit_metric_sums
+from skd_ray.training.hardware import RunSetup, amp_for, describe_device, resolve_setup, share_exceeded, with_setup
 from skd_ray.training.metrics import (
     BEST_VAL_ACC,
     EPOCH,
@@ -55,6 +56,10 @@ class Session(Protocol):
         """Publish an epoch's metrics and its checkpoint state."""
         ...
 
+    def log_setup(self, setup: RunSetup) -> None:
+        """Record how the run trains on its device (run tags; rank 0's under DDP)."""
+        ...
+
 
 def seed_everything(seed: int) -> None:
     """Seed torch's CPU and CUDA generators (data order has its own seeded generators)."""
@@ -85,9 +90,11 @@ def lr_factor(cfg: TrainConfig, method: SelfKDMethod, epoch: int) -> float:
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> Any:
-    if cfg.train.amp == "off":
+    """The autocast context of forward passes (`train.amp`; `auto` settled for `device`)."""
+    amp = amp_for(cfg.train, device)
+    if amp == "off":
         return nullcontext()
-    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -205,10 +212,30 @@ def checkpoint_state(method: SelfKDMethod, optimizer: torch.optim.Optimizer,
 def fit(cfg: TrainConfig, session: Session) -> dict[str, float]:
     """Train `cfg` to the end of its epoch budget (or from a checkpoint); returns final metrics.
 
-    When the session knows when its trial started (`started_at`, wall-clock seconds), the
-    first epoch this process trains reports `time_startup_s`: trial start to the end of the
-    first optimiser step, i.e. what the framework cost before training began.
+    `auto` numerics are settled for the session's device first (`skd_ray.training.hardware`)
+    and logged on the run; on CUDA, cuDNN's autotuner is switched on.
+
+    Optional session attributes: when the session knows when its trial started (`started_at`,
+    wall-clock seconds), the first epoch this process trains reports `time_startup_s`: trial
+    start to the end of the first optimiser step, i.e. what the framework cost before training
+    began. When it capped the GPU's memory at the trial's share (`gpu_share`), running out of
+    it ends the run with `GpuShareExceeded` (one line: the share, what the run held, the fix).
     """
+    device = session.device
+    setup = resolve_setup(cfg.train, describe_device(device), getattr(session, "gpu_share", None))
+    if setup.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    session.log_setup(setup)
+    try:
+        return train_run(with_setup(cfg, setup), session)
+    except torch.OutOfMemoryError as err:
+        if setup.gpu_share is None:
+            raise
+        raise share_exceeded(err, setup.gpu_share, device) from None
+
+
+def train_run(cfg: TrainConfig, session: Session) -> dict[str, float]:
+    """`fit`'s loop, for a config whose numerics are concrete (no `auto`)."""
     seed_everything(cfg.train.seed)
     device = session.device
     if cfg.train.threads > 0:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from skd_ray.training.hardware import RunSetup
 from skd_ray.training.metrics import EPOCH, TIME_EPOCH_S, TRAIN_LOSS, VAL_ACC, exit_accuracies
 
 
@@ -23,6 +24,8 @@ class MetricSink(Protocol):
     def log_best_state(self, state: dict[str, Any], directory: Path) -> None: ...
 
     def log_tags(self, tags: dict[str, str]) -> None: ...
+
+    def log_setup(self, setup: RunSetup) -> None: ...
 
 
 def publish(sink: MetricSink | None, metrics: dict[str, float], state: dict[str, Any], is_best: bool) -> None:
@@ -66,9 +69,15 @@ class LocalSession:
         self.total_epochs = total_epochs
         self.best_state: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []
+        self.setup: RunSetup | None = None  # how the last `fit` trained (set by it)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
+
+    def log_setup(self, setup: RunSetup) -> None:
+        self.setup = setup
+        if self.sink is not None:
+            self.sink.log_setup(setup)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():

@@ -62,7 +62,7 @@ def run_pool_trainer(pool_id: int, mailbox: Any, resources: Resources, storage_p
 
     trainer = TorchTrainer(
         pool_worker_loop,
-        train_loop_config={"mailbox": mailbox, "pool_id": pool_id},
+        train_loop_config={"mailbox": mailbox, "pool_id": pool_id, "gpus_per_worker": resources.gpus_per_worker},
         scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0,
                                                resources_per_worker=resources.worker_bundle()),
         run_config=ray.train.RunConfig(name=name, storage_path=storage_path,

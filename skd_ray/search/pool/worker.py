@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import GpuShareExceeded, SkdError
 from skd_ray.results.names import Tags
 from skd_ray.results.tracking import TrialTracker
 from skd_ray.search.pool.mailbox import SHUTDOWN
@@ -79,8 +79,8 @@ class PoolSession(RaySession):
 
     executor = "ddp_pool"
 
-    def __init__(self, device: str, sink: Any, job: PoolJob, mailbox: Any, key: str) -> None:
-        super().__init__(device, sink, job.started_at)
+    def __init__(self, device: str, sink: Any, job: PoolJob, mailbox: Any, key: str, gpu_share: float = 0.0) -> None:
+        super().__init__(device, sink, job.started_at, gpu_share)
         self.job = job
         self.mailbox = mailbox
         self.key = key
@@ -116,6 +116,7 @@ def pool_worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     mailbox, pool_id = loop_config["mailbox"], loop_config["pool_id"]
+    gpu_share = loop_config.get("gpus_per_worker", 0.0)
     rank = ray.train.get_context().get_world_rank()
     if rank == 0:
         ray.get(mailbox.pool_started.remote(pool_id))
@@ -129,14 +130,15 @@ def pool_worker_loop(loop_config: dict[str, Any]) -> None:
         if key is not None:
             job = taken[1] if rank == 0 else ray.get(mailbox.job.remote(key))
             try:
-                run_job(key, job, mailbox, rank)
+                run_job(key, job, mailbox, rank, gpu_share)
             finally:
                 if rank == 0:
                     mailbox.done_with.remote(key)
 
 
-def run_job(key: str, job: PoolJob, mailbox: Any, rank: int) -> None:
-    """Train one trial's job on this rank and tell the trial how it ended."""
+def run_job(key: str, job: PoolJob, mailbox: Any, rank: int, gpu_share: float = 0.0) -> None:
+    """Train one trial's job on this rank and tell the trial how it ended. `gpu_share` is the
+    pool's `--gpus-per-worker`: a fraction caps each worker's GPU memory at it."""
     import ray
 
     cfg = resolve_config(job.flat)
@@ -145,13 +147,23 @@ def run_job(key: str, job: PoolJob, mailbox: Any, rank: int) -> None:
     event: PoolEvent | None = None
     session = None
     try:
-        session = PoolSession(cfg.train.device, sink, job, mailbox, key)
+        session = PoolSession(cfg.train.device, sink, job, mailbox, key, gpu_share)
         metrics = fit(cfg, session)
         # No report at all: the job resumed from its final checkpoint; the trial hands
         # Tune these stored final metrics once more.
         event = Done(metrics, session.reports)
     except TrialStopped:
         event = None
+    except GpuShareExceeded as err:
+        failed = Failed(f"{type(err).__name__}: {err}", deterministic=True)
+        if session is None or session.world_size == 1:
+            event = failed
+        else:
+            # Only this rank may have run out of its share, the others may be waiting in a
+            # collective: the trial fails with the reason (not retried), and the error restarts
+            # the pool's workers (Ray Train) rather than leave ranks waiting.
+            ray.get(mailbox.post.remote(key, failed))
+            raise
     except SkdError as err:
         # Deterministic (NaN loss, bad data), and every rank sees it: the pool carries on.
         event = Failed(f"{type(err).__name__}: {err}", deterministic=True)
