@@ -89,3 +89,16 @@ def test_data_pipeline_quick_prints_a_throughput_ratio() -> None:
     assert match, out
     assert float(match.group(1)) > 0
     assert re.search(r"^in_memory: [\d,]+ images/s$", out, re.M) and re.search(r"^pil_dataloader: ", out, re.M)
+
+
+def test_gpu_check_quick_measures_on_cpu_and_says_what_it_skips() -> None:
+    out = run_quick("gpu.py")
+    speeds = {(m.group(1), m.group(2)): float(m.group(3)) for m in re.finditer(
+        r"^throughput method=(\S+) setting=(\S+) images_per_s=(\S+) ", out, re.M)}
+    assert set(speeds) == {(m, s) for m in ("vanilla", "byot") for s in ("fp32", "bf16")}, out
+    assert all(v > 0 and math.isfinite(v) for v in speeds.values()), speeds
+    assert re.search(r"^method=byot bf16_ratio=\S+ time_vs_vanilla_bf16=\S+$", out, re.M), out
+    wait = re.search(r"^data_wait synced=(\S+) unsynced=(\S+) ", out, re.M)
+    assert wait and all(0 <= float(v) <= 1 for v in wait.groups()), out
+    for part in ("throughput settings bf16_cl, compiled", "gpu_utilisation", "trials_per_hour"):
+        assert re.search(rf"^{part} skipped \(GPU only", out, re.M), part
