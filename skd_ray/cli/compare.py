@@ -21,6 +21,7 @@ from skd_ray.search.cluster import use_token_if_available
 from skd_ray.selection.compare import (
     CompareOutcome,
     CompareRequest,
+    check_comparison_names,
     load_comparison,
     resume_comparison,
     run_comparison,
@@ -65,6 +66,7 @@ def begin_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any])
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
     experiment = args.experiment or DEFAULT_EXPERIMENT
+    check_comparison_names(storage, experiment, methods)
     check_store_usable(uri, experiment)
     settings = {"num_samples": args.num_samples, "workers": args.workers_per_trial,
                 "cpus_per_worker": args.cpus_per_worker, "gpus_per_worker": args.gpus_per_worker,
@@ -144,9 +146,11 @@ def show_comparison(uri: str, run_id: str, report_dir: str | None = None) -> int
     print(headline(payload.get("name", run_id), rows))
     print(format_text(rows))
     if report_dir:
-        out = ensure_writable_directory(report_dir, "report directory", "--report")
+        files = ("report.md", Artifacts.COMPARE_MD, Artifacts.COMPARE_CSV, Artifacts.COMPARE_JSON,
+                 Artifacts.COMPARE_PLOT)
+        out = ensure_writable_directory(report_dir, "report directory", "--report", files)
         write_files(payload, rows, out)
         report = out / "report.md"
-        report.write_text((out / Artifacts.COMPARE_MD).read_text())
+        report.write_text((out / Artifacts.COMPARE_MD).read_text(encoding="utf-8"), encoding="utf-8")
         print(f"report: {report} ({Artifacts.COMPARE_CSV}, {Artifacts.COMPARE_PLOT} beside it)")
     return 0

@@ -4,7 +4,7 @@ argparse only checks types: `--num-samples -1` is an int, and Ray Tune reads it 
 forever"; `--cpus-per-worker 0` lets every trial start at once; `--grace-period 0` and
 `--workers-per-trial 0` fail 20-70 s later inside Ray. Every flag is checked here, in one
 place, and flags that contradict each other (or that the chosen mode would silently ignore)
-are refused with the reason.
+are refused with the reason. Text and paths are checked by `skd_ray.cli.inputs`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from skd_ray.cli.inputs import check_inputs
 from skd_ray.errors import SkdError
 
 
@@ -120,6 +121,8 @@ def check_combinations(args: argparse.Namespace, defaults: Callable[[str], objec
 def check_flags(args: argparse.Namespace, defaults: Callable[[str], object],
                 flag_names: Mapping[str, str] | None = None) -> None:
     """All checks of this module; `defaults(name)` is the parser's default of a flag. A
-    subcommand cannot spell a contradictory combination, so only its ranges can fail here."""
+    subcommand cannot spell a contradictory combination, so only its ranges and its text and
+    paths (`skd_ray.cli.inputs`) can fail here."""
     check_ranges(args, flag_names)
     check_combinations(args, defaults)
+    check_inputs(args, flag_names)

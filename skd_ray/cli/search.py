@@ -25,7 +25,13 @@ from skd_ray.search.closing import ending_status, reason_of
 from skd_ray.search.cluster import use_token_if_available
 from skd_ray.search.console import QUIET, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchOutcome, SearchRequest
-from skd_ray.search.state import check_name_unique, check_resumable, latest_search_name, safe_name
+from skd_ray.search.state import (
+    check_name_unique,
+    check_resumable,
+    check_search_names,
+    latest_search_name,
+    safe_name,
+)
 from skd_ray.search.state_files import restore_tune_state
 from skd_ray.training.engine import fit
 from skd_ray.training.resolve import resolve_config
@@ -72,6 +78,7 @@ def search_request(args: argparse.Namespace, space: Any, uri: str, experiment: s
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
+    check_search_names(storage, experiment)  # before the store gets the experiment and Ray its folder name
     check_name_unique(storage, experiment)
     check_store_usable(uri, experiment)
     search_name = f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"

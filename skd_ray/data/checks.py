@@ -19,7 +19,7 @@ from pathlib import Path
 from skd_ray.config import DataConfig
 from skd_ray.data import user_data
 from skd_ray.data.sources import DIGITS_TRAIN_SIZE, FASHION_FILES, FASHION_MNIST_DIRS, find_idx
-from skd_ray.errors import DataError
+from skd_ray.errors import DataError, check_path_fits, read_text_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IDX_MAGIC = {3: "images", 1: "labels"}  # number of dimensions of each Fashion-MNIST file
@@ -31,6 +31,8 @@ def check_dataset(cfg: DataConfig) -> int:
     Datasets fetched by `data.download` are checked once they are there, not before. A user's
     dataset is checked by calling its factory (once per process, the result is kept for the
     config checks and for training in this process) and checking what it returns."""
+    if cfg.dir:  # a name too long for the file system makes the checks below raise, not answer
+        check_path_fits(cfg.dir, "data directory", "pass an existing data directory (--data-dir)", error=DataError)
     user = user_data(cfg)
     if user is not None:
         return len(user.train)
@@ -164,7 +166,13 @@ def check_imagefolder(data_dir: str | None) -> int:
             tried = min(len(files), DECODE_TRIES)
             raise DataError(f"no image in {base / 'train' / name} can be decoded (tried {tried})",
                             "replace the damaged files or remove that class folder")
-    if not (base / "val" / "val_annotations.txt").exists():
+    annotations = base / "val" / "val_annotations.txt"
+    if annotations.exists():  # read as text by every trial: one that is not UTF-8 fails here instead
+        try:
+            read_text_file(annotations, "Tiny ImageNet's label file")
+        except OSError as err:
+            raise DataError(f"{annotations} cannot be read ({err.strerror})", "make it readable") from None
+    else:
         val_classes = {d.name for d in (base / "val").iterdir() if d.is_dir() and image_files(d)}
         if val_classes != set(classes):
             raise DataError(f"{data_dir}/val classes differ from {data_dir}/train",

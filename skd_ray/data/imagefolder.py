@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from skd_ray.data.batches import random_crop_flip
-from skd_ray.errors import DataError
+from skd_ray.errors import DataError, read_text_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,7 +64,7 @@ def scan_imagefolder(root: str) -> tuple[list[tuple[str, int]], list[tuple[str, 
     annotations = base / "val" / "val_annotations.txt"
     if annotations.exists():  # Tiny ImageNet: flat val/images with a label file
         test = []
-        for line in annotations.read_text().splitlines():
+        for line in read_text_file(annotations, "Tiny ImageNet's label file").splitlines():
             parts = line.split("\t")
             if len(parts) >= 2 and parts[1] in train.class_to_idx:
                 test.append((str(base / "val" / "images" / parts[0]), train.class_to_idx[parts[1]]))

@@ -56,9 +56,9 @@ def skipped_text(plots: PlotSet) -> str:
 def write_report(uri: str, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
     """Write `report.md` and its PNG plots into `report_dir` for the given (or latest) search
     of `experiment`; returns the path of report.md."""
-    out = ensure_writable_directory(report_dir, "report directory", "--report")
+    out = ensure_writable_directory(report_dir, "report directory", "--report", (REPORT_FILE,))
     data = load_search_data(uri, experiment, parent_run_id)
     plots = draw_search_plots(data, out)
     path = out / REPORT_FILE
-    path.write_text(render_report(data, plots, out))
+    path.write_text(render_report(data, plots, out), encoding="utf-8")
     return path

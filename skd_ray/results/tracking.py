@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import SkdError, check_output_file
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.training.metrics import SWEEP_COLUMNS, logged_name, mlflow_names, sweep_rows
 
@@ -50,8 +50,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def check_sqlite_path(uri: str) -> None:
+    """The file of an SQLite store must be one the file system can hold, under folders, not
+    files: SQLite reports either only as `unable to open database file`, and a name too long
+    for the file system makes the checks below raise an OSError instead of answering."""
+    path = uri.removeprefix("sqlite:///").partition("?")[0] if uri.startswith("sqlite:///") else ""
+    if path and ":memory:" not in path:
+        check_output_file(path, "MLflow store", "--mlflow-uri")
+
+
 def check_reachable(uri: str) -> None:
     """Fail fast with one clear line when the tracking store cannot be used."""
+    check_sqlite_path(uri)
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         parent = path.parent if str(path) else Path.cwd()

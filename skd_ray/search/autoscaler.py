@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import SkdError, read_text_file
 from skd_ray.search.cluster import cap_concurrency, plan_concurrency
 from skd_ray.search.request import SearchRequest
 
@@ -138,8 +138,8 @@ def read_launcher_config(path: Path) -> AutoscalerView:
     import yaml
 
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(read_text_file(path, "the autoscaler's launcher config")) or {}
+    except (OSError, SkdError, yaml.YAMLError):  # unreadable, not UTF-8, not YAML: plan without node types
         return AutoscalerView()
     head = config.get("head_node_type")
     cap = config.get("max_workers")

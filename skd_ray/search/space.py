@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from skd_ray.errors import ConfigError
+from skd_ray.errors import ConfigError, check_path_fits, read_text_file
 from skd_ray.methods import get_method_spec
 from skd_ray.search.space_stages import (
     LAST_NON_FINAL_STAGE,
@@ -341,12 +341,17 @@ def check_distribution(where: str, p: Param) -> None:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning syntax errors into one clear ConfigError."""
+    """Read a YAML mapping, turning a name the file system cannot hold, text that is not
+    UTF-8 (a BOM is fine) and syntax errors into one clear error each."""
     p = Path(path)
+    check_path_fits(p, "search-space file", "pass a file from search_spaces/")  # `methods:` entries too
     if not p.is_file():
         raise ConfigError(f"search-space file {path} does not exist", "pass a file from search_spaces/")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_text_file(p, "search-space file"))
+    except OSError as err:
+        raise ConfigError(f"search-space file {path} cannot be read ({err.strerror})",
+                          "make it readable, or pass another file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from skd_ray.errors import SkdError
+from skd_ray.errors import SkdError, check_path_fits, name_limits, nearest_existing
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import Param, SearchSpace
 from skd_ray.search.state_files import STUDY_FILE, DamagedFile, check_study, check_tune_state, usable_backup
@@ -40,8 +40,8 @@ def read_state(exp_dir: Path) -> dict[str, Any]:
     a clear error, not a TypeError or KeyError deep inside the resume)."""
     path = exp_dir / STATE_FILE
     try:
-        state = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+        state = json.loads(path.read_bytes().decode("utf-8-sig"))  # an editor may have added a BOM
+    except (OSError, ValueError) as err:  # UnicodeDecodeError included
         missing = isinstance(err, FileNotFoundError)
         raise SkdError(f"cannot read the saved search state {path} "
                        f"({'missing' if missing else 'damaged: ' + ' '.join(str(err).split())[:200]})",
@@ -95,6 +95,52 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+# A stand-in for the `%Y%m%d-%H%M%S` time a search's folder name ends with: names are sized
+# before the search starts, and every such time has this many characters.
+SAMPLE_STAMP = "20250101-000000"
+# Bytes kept free below a search's folder for what Ray Tune writes inside it: a trial's folder
+# (Tune cuts its generated part at 130 characters, then adds the trainable, trial id and date),
+# a checkpoint folder, and the files in it.
+INSIDE_RESERVE = 300
+
+
+def check_folder_names(storage: str | Path, folders: dict[str, str], fix: str) -> None:
+    """Refuse names the file system under `storage` cannot hold, before anything is created:
+    `folders` maps each folder (relative to `storage`) a run will create to what it is."""
+    for folder, what in folders.items():
+        check_path_fits(Path(storage) / folder, what, fix, INSIDE_RESERVE)
+
+
+def shorter_name_fix(storage: str | Path, folders: dict[str, str], part: str, option: str) -> str:
+    """The fix for folder names too long: a shorter `option`, which sets `part` of each name,
+    with the number of characters it may have under `storage` (or a shorter --storage, when
+    it is the path that is too long)."""
+    name_max, _ = name_limits(nearest_existing(Path(storage).resolve()))
+    overhead = max(len(name) for folder in folders for name in Path(folder).parts) - len(part)
+    allowed = name_max - overhead
+    if allowed < 1:
+        return f"pass a shorter {option} or --storage"
+    return f"pass a shorter {option} (here it may have {allowed} letters, digits, '.', '_' or '-')"
+
+
+def check_search_names(storage: str, experiment: str) -> None:
+    """A new search's folder (`<experiment>_<time>`) and the folder of its later final
+    evaluation (`final-<search>_<time>`, see `final_search_name`) must fit the file system
+    under `storage`: a 500-character --experiment would otherwise pass every check, create its
+    MLflow experiment, start Ray and fail there (`File name too long`), and a name just short
+    enough for the search would leave a search whose --final-top cannot run."""
+    search = f"{safe_name(experiment)}_{SAMPLE_STAMP}"
+    folders = {search: "the search's folder",
+               final_search_name(search, SAMPLE_STAMP): "the folder of its final evaluation (--final-top)"}
+    check_folder_names(storage, folders, shorter_name_fix(storage, folders, safe_name(experiment), "--experiment"))
+
+
+def final_search_name(search_run_name: str, stamp: str) -> str:
+    """The name (and folder) of a final evaluation of the search whose MLflow run is named
+    `search_run_name`, started at `stamp` (`%Y%m%d-%H%M%S`)."""
+    return f"final-{search_run_name}_{stamp}"
+
+
 def search_folders(storage: str, experiment: str) -> list[Path]:
     """Folders of `experiment`'s searches under `storage`, oldest first: named exactly
     `<experiment as a folder name>_<YYYYmmdd-HHMMSS>` (not by prefix: experiment `px` must not
@@ -110,9 +156,9 @@ def search_folders(storage: str, experiment: str) -> list[Path]:
 def saved_experiment(state_file: Path) -> str | None:
     """The experiment a state file records, or None when it cannot be read (checked later)."""
     try:
-        data = json.loads(state_file.read_text())
+        data = json.loads(state_file.read_bytes().decode("utf-8-sig"))
         return str(data["request"]["experiment"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

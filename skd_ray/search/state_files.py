@@ -63,7 +63,7 @@ def check_experiment_state(path: Path) -> list[str]:
     """Tune's experiment state: JSON with `trial_data` (pairs of JSON texts, the trial and
     its run metadata) and `runner_data`; returns the recorded trials' statuses."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("trial_data"), list) \
                 or not isinstance(data.get("runner_data"), dict):
             raise ValueError("trial_data / runner_data missing")

@@ -38,7 +38,16 @@ from skd_ray.results.tracking import (
 from skd_ray.search.console import RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space import SearchSpace
-from skd_ray.search.state import STATE_FILE, check_resumable, read_state, safe_name
+from skd_ray.search.state import (
+    SAMPLE_STAMP,
+    STATE_FILE,
+    check_folder_names,
+    check_resumable,
+    final_search_name,
+    read_state,
+    safe_name,
+    shorter_name_fix,
+)
 from skd_ray.search.state_files import restore_tune_state
 from skd_ray.selection.compare_state import CompareState, MethodStep, load_state, space_dict
 from skd_ray.selection.compare_table import (
@@ -80,6 +89,21 @@ class CompareOutcome:
     folder: Path
     rows: list[MethodRow]
     interrupted: bool
+
+
+def check_comparison_names(storage: str, experiment: str, methods: list[str]) -> None:
+    """A comparison nests its folders: `<experiment>_<time>/` holds each method's search
+    (`<comparison>-<method>`, `-again` added when it must be started over) and its final
+    evaluation (`final-<that search>_<time>`). All of them must fit the file system under
+    `storage`, checked before the comparison's MLflow run or Ray exist."""
+    name = safe_name(f"{experiment}_{SAMPLE_STAMP}")
+    folders = {name: "the comparison's folder"}
+    for method in methods:
+        search = safe_name(f"{name}-{method}-again")
+        folders[f"{name}/{search}"] = f"the folder of its {method} search"
+        folders[f"{name}/{safe_name(final_search_name(search, SAMPLE_STAMP))}"] = \
+            f"the folder of its {method} final evaluation"
+    check_folder_names(storage, folders, shorter_name_fix(storage, folders, safe_name(experiment), "--experiment"))
 
 
 def start_comparison(req: CompareRequest) -> tuple[CompareState, Path]:
@@ -314,14 +338,14 @@ def state_payload(state: CompareState) -> dict[str, Any]:
 
 def write_files(payload: dict[str, Any], rows: list[MethodRow], out: Path) -> Path:
     """comparison.json/.md/.csv and comparison.png into `out` (what the run and a report hold)."""
-    (out / Artifacts.COMPARE_JSON).write_text(json.dumps(payload, indent=2, default=str))
-    (out / Artifacts.COMPARE_CSV).write_text(format_csv(rows))
+    (out / Artifacts.COMPARE_JSON).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    (out / Artifacts.COMPARE_CSV).write_text(format_csv(rows), encoding="utf-8")
     plot = None
     try:
         plot = draw_plot(rows, out / Artifacts.COMPARE_PLOT)
     except Exception as err:  # noqa: BLE001 - the numbers matter more than the picture
         print(f"warning: no comparison plot ({type(err).__name__}: {err})")
-    (out / Artifacts.COMPARE_MD).write_text(markdown_page(payload, rows, plot is not None))
+    (out / Artifacts.COMPARE_MD).write_text(markdown_page(payload, rows, plot is not None), encoding="utf-8")
     return out
 
 
@@ -356,5 +380,5 @@ def load_comparison(uri: str, run_id: str) -> tuple[dict[str, Any], list[MethodR
     """A finished comparison read back from its run's `comparison.json`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = client(uri).download_artifacts(run_id, Artifacts.COMPARE_JSON, tmp)
-        payload = json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
     return payload, comparison_rows(payload["results"])

@@ -64,7 +64,7 @@ def space_dict(space: SearchSpace) -> dict[str, Any]:
 def load_state(folder: Path) -> CompareState:
     path = folder / COMPARE_FILE
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))  # not UTF-8: a ValueError, caught
         data["steps"] = [MethodStep(**s) for s in data["steps"]]
         state = CompareState(**data)
         for method in state.spaces:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from skd_ray.data import build_loader
-from skd_ray.errors import SkdError
+from skd_ray.errors import SkdError, check_output_folder
 from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Artifacts
 from skd_ray.results.tracking import client
@@ -36,6 +36,7 @@ from skd_ray.training.checkpoint import load_state
 from skd_ray.training.resolve import build_run, resolve_config
 
 MODEL_FILE = "model.pt2"
+EXPORT_FILES = (MODEL_FILE, "state_dict.pt", "config.json", "metadata.json", "README.md")
 
 
 class AllExits(nn.Module):
@@ -93,7 +94,10 @@ def export_program(module: nn.Module, example: torch.Tensor, path: Path) -> None
 
 
 def export_best(req: ExportRequest) -> ExportOutcome:
-    """Write the best trial's deployable model of the (latest or named) search to `req.directory`."""
+    """Write the best trial's deployable model of the (latest or named) search to `req.directory`.
+    The directory is checked first: an existing file there would otherwise be found only once
+    the search is read and its model rebuilt."""
+    check_output_folder(req.directory, "export directory", "--export-best", EXPORT_FILES)
     exp_id, search = find_search_run(req.tracking_uri, req.experiment,
                                      search_run_id(req.tracking_uri, req.experiment, req.search))
     best = select_top_configs(trial_rows(req.tracking_uri, exp_id, search.info.run_id), 1)[0]
@@ -108,7 +112,7 @@ def export_best(req: ExportRequest) -> ExportOutcome:
     out.mkdir(parents=True, exist_ok=True)
     export_program(module, example, out / MODEL_FILE)
     torch.save(module.state_dict(), out / "state_dict.pt")
-    (out / "config.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+    (out / "config.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     metadata = {
         "format": "torch.export ExportedProgram: torch.export.load('model.pt2').module()(x)",
         "outputs": outputs,
@@ -125,8 +129,8 @@ def export_best(req: ExportRequest) -> ExportOutcome:
                    "dataset": flat.get("data.name")},
         "torch_version": torch.__version__,
     }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    (out / "README.md").write_text(readme_text(metadata))
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(readme_text(metadata), encoding="utf-8")
     return ExportOutcome(out, metadata)
 
 

@@ -24,7 +24,7 @@ from skd_ray.results.tracking import SearchRuns, client, log_params, param_text
 from skd_ray.search.console import NORMAL, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import Resources, SearchRequest
 from skd_ray.search.space import SearchSpace
-from skd_ray.search.state import safe_name
+from skd_ray.search.state import SAMPLE_STAMP, check_folder_names, final_search_name, safe_name
 from skd_ray.selection.final_summary import (
     ConfigSummary,
     final_config,
@@ -94,6 +94,9 @@ def plan_final(req: FinalRequest) -> FinalPlan:
             resolve_config(config)
         except SkdError as err:
             raise SkdError(f"trial {row.name} of {search.info.run_name}: {err.problem}", err.fix) from None
+    name = safe_name(final_search_name(search.info.run_name, SAMPLE_STAMP))
+    check_folder_names(req.storage, {name: "the final evaluation's folder"},
+                       "pass a --storage with a shorter path (or on a file system that allows longer names)")
     space = FinalSpace(path=f"final evaluation of {search.info.run_name}", description="", fixed=shared_items(configs),
                        params=[], configs=configs)
     return search, chosen, space
@@ -106,7 +109,7 @@ def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOut
 
     search, chosen, space = plan or plan_final(req)
     points = [{RANK_KEY: rank, SEED_KEY: seed} for rank in range(1, len(chosen) + 1) for seed in req.seeds]
-    name = f"final-{search.info.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    name = final_search_name(search.info.run_name, time.strftime("%Y%m%d-%H%M%S"))
     with ray_logs_to_file(Path(req.storage) / safe_name(name) / RAY_LOG_FILE, req.verbosity):
         outcome = run_search(SearchRequest(
             space=space, storage=req.storage, tracking_uri=req.tracking_uri, experiment=req.experiment,

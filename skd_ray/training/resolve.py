@@ -9,7 +9,7 @@ from typing import Any
 
 from skd_ray.config import SECTIONS, DataConfig, ModelConfig, TrainConfig, build_dataclass, split_flat, validate_core
 from skd_ray.data import DataBundle, dataset_info, input_image_size, load_data
-from skd_ray.errors import ConfigError
+from skd_ray.errors import ConfigError, check_path_fits
 from skd_ray.methods import MethodContext, SelfKDMethod, build_method, get_method_spec
 from skd_ray.models import StageLayout, backbone_layout, build_backbone
 
@@ -41,9 +41,12 @@ def resolve_config(flat: dict[str, Any]) -> TrainConfig:
     cfg = TrainConfig(method=method, method_params=params, **kwargs)
     validate_core(cfg)
     spec.validate(params, layout.num_stages)
-    if m.weights and not Path(m.weights).expanduser().is_file():  # read in full on the worker
-        raise ConfigError(f"model.weights file {m.weights} does not exist",
-                          "pass a local weights file (nothing is downloaded), or leave model.weights empty")
+    if m.weights:  # read in full on the worker
+        weights = Path(m.weights).expanduser()
+        fix = "pass a local weights file (nothing is downloaded), or leave model.weights empty"
+        check_path_fits(weights, "model.weights file", fix, error=ConfigError)  # else is_file raises
+        if not weights.is_file():
+            raise ConfigError(f"model.weights file {m.weights} does not exist", fix)
     return cfg
 
 

@@ -9,6 +9,7 @@ Optuna's study, Ray Tune's state). Each row that damages a saved search damages 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import pickle
@@ -23,7 +24,7 @@ import yaml
 
 from skd_ray.cli import main
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space
+from skd_ray.search.space import load_space, load_yaml
 from skd_ray.search.state import STATE_FILE, write_state
 from tests.helpers.fake_search import write_fake_search
 
@@ -73,6 +74,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     write_data(root / "data")
     (root / "not_a_db.db").write_text("plain text, not SQLite\n")
     (root / "a_folder.db").mkdir()
+    (root / "a_file").write_text("a file where a folder is expected\n")
+    (root / "report_with_folder" / "report.md").mkdir(parents=True)
+    (root / "export_with_folder" / "model.pt2").mkdir(parents=True)
+    comparison = storage / f"cmp_{STAMP}"
+    comparison.mkdir()
+    (comparison / "skd_compare.json").write_bytes('{"name": "comparaison \u00e9t\u00e9"}'.encode("latin-1"))
     return {"root": root, "uri": uri, "storage": storage}
 
 
@@ -110,10 +117,23 @@ SPACES = {
 }
 
 
+# Space files written as bytes: text in other encodings, and names too long for the file system.
+LATIN1_SPACE = "description: r\u00e9glage de BYOT\nfixed: {method: byot}\n".encode("latin-1")
+RAW_SPACES = {
+    "latin1": LATIN1_SPACE,
+    "latin1_method": b"# m\xe9thode\nparams: {method.alpha: {type: float, low: 0.1, high: 0.9}}\n",
+    "methods_latin1": yaml.safe_dump({"methods": {"byot": "latin1_method.yaml"}}).encode(),
+    "methods_name_too_long": yaml.safe_dump({"methods": {"byot": "z" * 300 + ".yaml"}}).encode(),
+    "utf16_truncated": codecs.BOM_UTF16_LE + "fixed: {method: byot}\n".encode("utf-16-le")[:-1],
+}
+
+
 def write_spaces(folder: Path) -> None:
     folder.mkdir()
     for name, body in SPACES.items():
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(body))
+    for name, data in RAW_SPACES.items():
+        (folder / f"{name}.yaml").write_bytes(data)
 
 
 def idx_bytes(ndim: int, shape: tuple[int, ...], payload: int) -> bytes:
@@ -165,6 +185,11 @@ def write_data(root: Path) -> None:
     write_image(differ / "val" / "cat" / "a.png", True)
     write_image(differ / "val" / "cow" / "a.png", True)
     (root / "folder_no_val" / "train" / "cat").mkdir(parents=True)
+    tiny = root / "folder_annotations_latin1"
+    for cls in ("cat", "dog"):
+        write_image(tiny / "train" / cls / "a.png", True)
+    write_image(tiny / "val" / "images" / "a.png", True)
+    (tiny / "val" / "val_annotations.txt").write_bytes(b"a.png\tcat\t0\t0\t8\t8\t# chat gris, \xe9t\xe9\n")
 
 
 # --- saved-state damage: each takes the damaged search's folder ---------------------------
@@ -212,11 +237,13 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "state_param_unknown_field": rewrite_state(lambda s: s["space"]["params"][0].__setitem__("bogus", 1)),
     "state_request_unknown_field": rewrite_state(lambda s: s["request"].__setitem__("bogus", 1)),
     "state_parent_unknown": rewrite_state(lambda s: s.__setitem__("parent_run_id", "0" * 32)),
+    "state_not_utf8": write_bytes(STATE_FILE, '{"experiment_id": "r\u00e9sum\u00e9"}'.encode("latin-1")),
     "optuna_garbage": write_bytes("optuna.db", b"garbage " * 512),
     "optuna_missing": remove("optuna.db"),
     "optuna_other_study": other_study,
     "tune_state_truncated": truncate("experiment_state-{stamp}.json"),
     "tune_state_wrong_shape": write_bytes("experiment_state-{stamp}.json", b'{"trial_data": 5}'),
+    "tune_state_not_utf8": write_bytes("experiment_state-{stamp}.json", b'{"trial_data": [], "note": "\xe9"}'),
     "tune_state_missing": remove("experiment_state-{stamp}.json"),
     "tuner_pickle_truncated": truncate("tuner.pkl"),
     "searcher_pickle_garbage": write_bytes("searcher-state-{stamp}.pkl", b"garbage"),
@@ -342,6 +369,68 @@ CASES: list[tuple[str, list[str], str]] = [
      "no search of experiment 'never'"),
     ("resume_other_mlflow", ["--resume", "--experiment", DAMAGED, "--storage", "{storage}",
                              "--mlflow-uri", "sqlite:///{root}/other.db"], "is not in"),
+    # names longer than the file system allows (255 bytes a name, 4095 a path on Linux)
+    ("experiment_too_long", ["--experiment", "x" * 500, *NEW], "the search's folder"),
+    ("experiment_too_long_for_final", ["--experiment", "y" * 230, *NEW],
+     "the folder of its final evaluation (--final-top)"),
+    ("compare_experiment_too_long", ["--compare", "byot", "--experiment", "x" * 500, *NEW], "the comparison's folder"),
+    ("compare_experiment_too_long_inside", ["--compare", "byot", "--experiment", "x" * 236, *NEW],
+     "the folder of its vanilla search"),
+    ("storage_name_too_long", ["--storage", "{root}/" + "s" * 300, "--mlflow-uri", "{uri}"],
+     "has 300 bytes, more than the 255"),
+    ("storage_path_too_long", ["--storage", "{root}/" + "/".join(["p" * 200] * 21), "--mlflow-uri", "{uri}"],
+     "is too long: its path has"),
+    ("report_name_too_long", ["--results", "--experiment", INTACT, "--mlflow-uri", "{uri}",
+                              "--report", "{root}/" + "r" * 300], "-- fix: pass --report with a shorter path"),
+    ("export_name_too_long", ["--export-best", "{root}/" + "e" * 300, "--experiment", INTACT, "--mlflow-uri", "{uri}"],
+     "-- fix: pass --export-best with a shorter path"),
+    ("data_dir_name_too_long", ["--data-dir", "{root}/" + "d" * 300, *NEW], "-- fix: pass an existing --data-dir"),
+    ("set_data_dir_name_too_long", ["--dataset", "fashion-mnist", "--set", "data.dir={root}/" + "d" * 300, *NEW],
+     "data directory"),
+    ("config_name_too_long", ["--config", "{root}/" + "c" * 300 + ".yaml", *NEW], "search-space file"),
+    ("method_name_too_long", ["--method", "m" * 300, *NEW], "unknown method 'mmm"),
+    ("space_methods_name_too_long", ["--config", f"{S}/methods_name_too_long.yaml", *NEW], "has 305 bytes"),
+    ("weights_name_too_long", ["--set", "model.weights={root}/" + "w" * 300 + ".pt", *NEW], "model.weights file"),
+    ("mlflow_name_too_long", ["--mlflow-uri", "sqlite:///{root}/" + "m" * 300 + ".db", "--storage",
+                              "{root}/new_storage"], "-- fix: pass --mlflow-uri with a shorter path"),
+    ("search_name_too_long", ["--results", "--experiment", INTACT, "--search", "n" * 500, "--mlflow-uri", "{uri}"],
+     "holds no search named"),
+    ("resume_experiment_too_long", ["--resume", "--experiment", "x" * 500, "--storage", "{storage}",
+                                    "--mlflow-uri", "{uri}"], "no search of experiment"),
+    # text that is not UTF-8 (UTF-8 with a byte-order mark, and UTF-16 after its mark, are read)
+    ("space_latin1", ["--config", f"{S}/latin1.yaml", *NEW], "is not UTF-8 text (byte 0xe9 at line 1, column 15)"),
+    ("space_methods_file_latin1", ["--config", f"{S}/methods_latin1.yaml", *NEW],
+     "latin1_method.yaml is not UTF-8 text (byte 0xe9 at line 1, column 4)"),
+    ("space_utf16_truncated", ["--config", f"{S}/utf16_truncated.yaml", *NEW], "is not UTF-16 text"),
+    ("compare_recipe_latin1", ["--compare", "byot", "--config", f"{S}/latin1.yaml", *NEW], "is not UTF-8 text"),
+    ("argument_not_utf8", ["--experiment", "caf\udce9", *NEW], "--experiment 'caf\\xe9' is not UTF-8 text"),
+    ("set_value_not_utf8", ["--set", "optim.lr=\udce9", *NEW], "--set 'optim.lr=\\xe9' is not UTF-8 text"),
+    ("tiny_imagenet_labels_latin1", ["--dataset", "imagefolder", "--data-dir", f"{D}/folder_annotations_latin1",
+                                     *NEW], "label file"),
+    ("comparison_state_not_utf8", ["--resume", "--experiment", "cmp", "--storage", "{storage}",
+                                   "--mlflow-uri", "{uri}"], "cannot read the saved comparison state"),
+    # output paths that are existing files (or hold a folder where a file is written)
+    ("storage_is_a_file", ["--storage", "{root}/a_file", "--mlflow-uri", "{uri}"], "is an existing file, not a folder"),
+    ("storage_under_a_file", ["--storage", "{root}/a_file/results", "--mlflow-uri", "{uri}"],
+     "a_file is a file, not a folder"),
+    ("resume_storage_is_a_file", ["--resume", "--experiment", DAMAGED, "--storage", "{root}/a_file",
+                                  "--mlflow-uri", "{uri}"], "is an existing file, not a folder"),
+    ("compare_storage_is_a_file", ["--compare", "byot", "--storage", "{root}/a_file", "--mlflow-uri", "{uri}",
+                                   "--num-samples", "1"], "is an existing file, not a folder"),
+    ("report_is_a_file", ["--results", "--experiment", INTACT, "--mlflow-uri", "{uri}", "--report", "{root}/a_file"],
+     "report directory"),
+    ("report_holds_a_folder", ["--results", "--experiment", INTACT, "--mlflow-uri", "{uri}",
+                               "--report", "{root}/report_with_folder"], "holds a folder named report.md"),
+    ("export_is_a_file", ["--export-best", "{root}/a_file", "--experiment", INTACT, "--mlflow-uri", "{uri}"],
+     "export directory"),
+    ("export_under_a_file", ["--export-best", "{root}/a_file/model", "--experiment", INTACT, "--mlflow-uri", "{uri}"],
+     "a_file is a file, not a folder"),
+    ("export_holds_a_folder", ["--export-best", "{root}/export_with_folder", "--experiment", INTACT,
+                               "--mlflow-uri", "{uri}"], "holds a folder named model.pt2"),
+    ("mlflow_under_a_file", ["--mlflow-uri", "sqlite:///{root}/a_file/mlflow.db", "--storage", "{root}/new_storage"],
+     "a_file is a file, not a folder"),
+    ("mlflow_debug_under_a_file", ["--debug", "--mlflow-uri", "sqlite:///{root}/a_file/mlflow.db"],
+     "a_file is a file, not a folder"),
     # saved state of the search being resumed
     *[(f"resume_{name}", ["--resume", "--experiment", DAMAGED, "--storage", "{storage}", "--mlflow-uri", "{uri}"],
        "damaged" if name not in ("state_parent_unknown", "tune_state_missing") else
@@ -388,6 +477,16 @@ def test_bad_input_is_one_error_line_before_ray_and_changes_nothing(
     ray = sys.modules.get("ray")
     assert ray is None or not ray.is_initialized(), "Ray started for an input knowable before"
     assert snapshot(world["uri"], [storage]) == before
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_space_file_with_a_byte_order_mark_is_not_a_bad_input(tmp_path: Path, encoding: str) -> None:
+    """Windows editors save UTF-8 with a byte-order mark, or UTF-16 after one ("Unicode"):
+    both read as the same space."""
+    original = REPO / "search_spaces" / "byot.yaml"
+    copy = tmp_path / "byot.yaml"
+    copy.write_text(original.read_text(encoding="utf-8"), encoding=encoding)
+    assert load_yaml(copy) == load_yaml(original)
 
 
 def test_the_table_covers_sixty_bad_inputs() -> None:

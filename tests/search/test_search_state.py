@@ -39,3 +39,14 @@ def test_a_missing_or_unreadable_state_is_one_clear_error(tmp_path: Path) -> Non
     (tmp_path / "broken" / STATE_FILE).write_text("{not json")
     with pytest.raises(SkdError, match="cannot read the saved search state"):
         saved_request(str(tmp_path), "broken")
+
+
+def test_a_state_an_editor_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    space = load_space(REPO / "search_spaces" / "byot.yaml", {"train.epochs": 1})
+    req = SearchRequest(space=space, storage=str(tmp_path), tracking_uri="sqlite:///x.db", experiment="exp",
+                        search_name="exp_1", num_samples=2)
+    (tmp_path / "exp_1").mkdir()
+    write_state(tmp_path / "exp_1", "12", "run-abc", {f.name: getattr(req, f.name) for f in fields(req)}, space)
+    state = tmp_path / "exp_1" / STATE_FILE
+    state.write_bytes(b"\xef\xbb\xbf" + state.read_bytes())
+    assert saved_request(str(tmp_path), "exp_1").num_samples == 2
