@@ -128,13 +128,6 @@ def user_dataset(name: str) -> UserDataset | None:
         module, _, attr = name.partition(":")
         if not module or not attr:
             raise ConfigError(f"dataset {name!r} is not an import path (data.name)", f"write it as {IMPORT_PATH}")
-        try:
-            factory = import_factory(name)
-        except ConfigError as err:  # its fix for a non-callable target speaks of networks
-            if not err.problem.endswith("not a callable factory"):
-                raise
-            raise ConfigError(err.problem, "name a function called as factory(data_dir=...) returning "
-                                           "(train, test)") from None
-        return UserDataset(factory, summary=name)
+        return UserDataset(import_factory(name, "factory(data_dir=...) returning (train, test)"), summary=name)
     raise ConfigError(f"unknown dataset {name!r} (data.name)",
                       f"choose one of: {', '.join(dataset_names())}, or {IMPORT_PATH} (your own data)")

@@ -32,8 +32,12 @@ def build_timm(model_name: str, in_channels: int, num_classes: int) -> nn.Module
     return timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
 
 
-def import_factory(path: str) -> Callable[..., Any]:
-    """The object `package.module:attribute` names; one ConfigError when it cannot be had."""
+NETWORK_CALL = "factory(num_classes=..., in_channels=...)"
+
+
+def import_factory(path: str, call: str = NETWORK_CALL) -> Callable[..., Any]:
+    """The object `package.module:attribute` names; one ConfigError when it cannot be had.
+    `call` says how the factory is called, for the fix of a target that is not callable."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"backbone {path!r} is not an import path", "write it as package.module:factory")
@@ -51,7 +55,7 @@ def import_factory(path: str) -> Callable[..., Any]:
             from None
     if not callable(target):
         raise ConfigError(f"{path} is a {type(target).__name__}, not a callable factory",
-                          "name a function or class called as factory(num_classes=..., in_channels=...)")
+                          f"name a function or class called as {call}")
     return target
 
 
