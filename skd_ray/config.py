@@ -89,7 +89,7 @@ class TrainLoopConfig:
     def resolved_channels_last(self, device_type: str) -> bool:
         """`channels_last` on a device of `device_type`: `auto` is on for CUDA (tensor-core
         convolutions read NHWC) and off elsewhere (CPU kernels gain little, and torch 2.14.1
-        has a CPU channels-last bug, see README)."""
+        has a CPU channels-last bug, see docs/search-spaces.md)."""
         if self.channels_last == "auto":
             return device_type == "cuda"
         return bool(self.channels_last)

@@ -79,7 +79,7 @@ def options() -> dict[str, Option]:
         "num_samples": option("--num-samples", type=int, default=8, help="number of trials (default 8)"),
         "grace_period": option("--grace-period", type=int, default=2,
                                help="epochs before ASHA may stop a trial (1 pays off in wide spaces, where bad "
-                                    "configurations show in the first epoch; see README, Performance)"),
+                                    "configurations show in the first epoch; see docs/performance.md)"),
         "sampler": option("--sampler", choices=("tpe", "random"), default="tpe",
                           help="Optuna sampler of a single-objective search (random: a baseline)"),
         "no_early_stopping": option("--no-early-stopping", action="store_true",

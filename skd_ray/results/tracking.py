@@ -76,7 +76,7 @@ def check_reachable(uri: str) -> None:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except (urllib.error.URLError, OSError) as err:
             raise SkdError(f"MLflow server {uri} cannot be reached ({getattr(err, 'reason', err)})",
-                           "start it (see README: mlflow server) or pass another --mlflow-uri") from None
+                           "start it (see docs/cluster.md: the MLflow server) or pass another --mlflow-uri") from None
 
 
 # Tracking-store schemes MLflow can open (a bare path is a file store).

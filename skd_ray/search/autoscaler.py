@@ -195,8 +195,8 @@ def cpus_and_gpus(bundles: Iterable[Mapping[str, float]]) -> Counter:
 
 def plan_search(req: SearchRequest, say: Any = print) -> tuple[int, bool]:
     """Size the search to the cluster this driver is connected to: (trials at once, whether the
-    cluster autoscales). On an autoscaling cluster the DDP pools are turned off (README, "On a
-    Ray GPU cluster"): a pool holds its workers, and so their nodes, for the whole search, so
+    cluster autoscales). On an autoscaling cluster the DDP pools are turned off (docs/cluster.md):
+    a pool holds its workers, and so their nodes, for the whole search, so
     the cluster could neither release idle nodes nor grow for waiting trials; a multi-worker
     trial then starts its own Ray Train run, whose workers leave with it."""
     import ray

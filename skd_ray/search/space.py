@@ -1,6 +1,6 @@
 """Search-space files: YAML -> validated parameters -> an Optuna define-by-run space.
 
-Format (see search_spaces/*.yaml and the README section "Search spaces"):
+Format (see search_spaces/*.yaml and docs/search-spaces.md):
 
     description: "..."
     metric: val_acc            # optional; mode: max

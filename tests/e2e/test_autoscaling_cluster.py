@@ -83,7 +83,7 @@ def test_one_worker_trials_grow_the_cluster_from_nothing(cli, cluster: FakeClust
 def test_idle_nodes_are_released_after_the_search(cluster: FakeCluster) -> None:
     """Runs after the one-worker search: a per-trial Ray Train run registers its workers with
     Train's autoscaling coordinator, and a run whose trial was stopped holds that request until
-    it expires (180 s in Ray 2.60), keeping nodes alive that long; see the README."""
+    it expires (180 s in Ray 2.60), keeping nodes alive that long; see docs/cluster.md."""
     assert cluster.launched() >= 1, "run with the searches above"
     deadline = time.monotonic() + 90
     while cluster.raylets() and time.monotonic() < deadline:
