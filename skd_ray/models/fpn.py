@@ -78,6 +78,14 @@ def patch_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return out.reshape(b, oh, ow, conv.out_channels).permute(0, 3, 1, 2)  # NCHW shape, channels-last
 
 
+class PatchConv2d(nn.Conv2d):
+    """A kxk stride-k convolution (no padding) that runs as `patch_conv`: the same parameters,
+    state-dict keys and result as `nn.Conv2d`, and still a Conv2d to MAC counting."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return patch_conv(x, self)
+
+
 class BranchHead(nn.Module):
     """Official `auxiliary_branch`: kxk stride-k conv-BN-ReLU -> 1x1 conv-BN-ReLU -> GAP -> fc.
 
@@ -90,12 +98,12 @@ class BranchHead(nn.Module):
     def __init__(self, width: int, kernel: int, num_classes: int, out_width: int | None = None) -> None:
         super().__init__()
         out_width = out_width or width
-        self.body = nn.Sequential(conv_bn_relu(width, width, kernel, kernel, bias=True),
+        first = PatchConv2d(width, width, kernel, kernel) if kernel > 1 else nn.Conv2d(width, width, 1)
+        self.body = nn.Sequential(nn.Sequential(first, nn.BatchNorm2d(width), nn.ReLU()),
                                   conv_bn_relu(width, out_width, 1, 1, bias=True))
         self.fc = nn.Linear(out_width, num_classes)
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        (conv, bn, relu), rest = self.body[0], self.body[1]
-        out = rest(relu(bn(patch_conv(feat, conv) if conv.kernel_size[0] > 1 else conv(feat))))
+        out = self.body(feat)
         pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return pooled, self.fc(pooled)
