@@ -43,6 +43,20 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def keep_ray_auth_mode():
+    """Commands run in this process set RAY_AUTH_MODE=token before they connect to a cluster
+    that has a token (skd_ray.search.cluster); left set, a later in-process ray.init() starts its
+    GCS with token authentication while the driver, whose Ray config was read earlier, sends
+    none. Each test leaves the variable as it found it."""
+    before = os.environ.get("RAY_AUTH_MODE")
+    yield
+    if before is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = before
+
+
 @pytest.fixture
 def cli(tmp_path: Path):
     runner = CliRun(tmp_path)
