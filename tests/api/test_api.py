@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -86,20 +84,9 @@ def run_search_script(cli, args: list[str], timeout: float) -> str:
     own RAY_TMPDIR (the `cli` fixture removes them), killed when it outlives `timeout`."""
     script = cli.workdir / "api_search.py"
     script.write_text(textwrap.dedent(SEARCH_SCRIPT))
-    proc = subprocess.Popen([sys.executable, str(script), *args], cwd=cli.workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env=cli.env)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"skd_ray.run_search(...) did not finish in {timeout}s:\n{out[-4000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, out[-5000:]
-    return out
+    res = cli.run([sys.executable, str(script), *args], timeout)
+    assert res.returncode == 0, res.stdout[-5000:]
+    return res.stdout
 
 
 @pytest.mark.slow

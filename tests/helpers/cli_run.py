@@ -31,7 +31,11 @@ class CliRun:
         return f"sqlite:///{self.workdir / 'mlflow.db'}"
 
     def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(REPO / "run_search.py"), *args]
+        return self.run([sys.executable, str(REPO / "run_search.py"), *args], timeout)
+
+    def run(self, cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+        """`cmd` in its own process group in the scratch directory, output captured; the whole
+        group is killed (and the test failed) when it outlives `timeout`."""
         proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
@@ -39,7 +43,7 @@ class CliRun:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-            pytest.fail(f"run_search.py {' '.join(args)} did not finish in {timeout}s:\n{out[-4000:]}")
+            pytest.fail(f"{' '.join(cmd[1:])} did not finish in {timeout}s:\n{out[-4000:]}")
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
