@@ -34,10 +34,10 @@ from typing import Any
 import yaml
 
 from skd_ray.results.tracking import client, metric_history
-from skd_ray.search.cluster import connect_ray
-from skd_ray.search.driver import run_search
+from skd_ray.search.cluster.connect import connect_ray
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space
+from skd_ray.search.space.definition import load_space
+from skd_ray.search.tuning.tuner import run_search
 from skd_ray.training.metrics import VAL_ACC
 
 TOLERANCE = 0.005  # 0.5 points of accuracy

@@ -33,10 +33,10 @@ import yaml
 from ray import tune
 
 from skd_ray.results.tracking import client, metric_history
-from skd_ray.search.cluster import connect_ray
-from skd_ray.search.driver import run_search
+from skd_ray.search.cluster.connect import connect_ray
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space
+from skd_ray.search.space.definition import load_space
+from skd_ray.search.tuning.tuner import run_search
 from skd_ray.training.metrics import TIME_EPOCH_S, TIME_STARTUP_S
 
 # Nothing here should wait for resources on a warm local cluster: a search stuck behind

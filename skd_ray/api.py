@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.cli.common import verbosity_of
-from skd_ray.cli.compare import DEFAULT_EXPERIMENT as COMPARE_EXPERIMENT
-from skd_ray.cli.compare import begin_compare, comparison_run_id, headline
+from skd_ray.cli.compare_command import DEFAULT_EXPERIMENT as COMPARE_EXPERIMENT
+from skd_ray.cli.compare_command import begin_compare, comparison_run_id, headline
 from skd_ray.cli.flags import check_flags
 from skd_ray.cli.main import build_parser, checked_space, parse_overrides, searched_experiment
-from skd_ray.cli.search import launch_search, search_request
+from skd_ray.cli.train_commands import launch_search, search_request
 from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import (
     TrialRow,
@@ -46,21 +46,18 @@ from skd_ray.results.leaderboard import (
 from skd_ray.results.names import Tags
 from skd_ray.results.summary import show
 from skd_ray.results.tracking import constants_of, default_tracking_uri
-from skd_ray.search.state import safe_name
-from skd_ray.selection.compare import load_comparison, run_comparison
-from skd_ray.selection.compare_space import REFERENCE
-from skd_ray.selection.compare_stats import Interval, PairedTest
-from skd_ray.selection.compare_table import MethodRow, format_text
-from skd_ray.training.metrics import BEST_VAL_ACC
+from skd_ray.search.state.saved import safe_name
+from skd_ray.selection.comparison.method_spaces import REFERENCE
+from skd_ray.selection.comparison.runner import load_comparison, run_comparison
+from skd_ray.selection.comparison.stats import Interval, PairedTest
+from skd_ray.selection.comparison.table import MethodRow, format_text
+from skd_ray.training.objective import Objective
 
 __all__ = ["ComparisonResult", "MethodResult", "SearchResult", "TrialResult", "compare", "comparison_results",
            "run_search", "search_results"]
 
 PathText = str | os.PathLike[str]  # a file or folder, as text or as a Path
 
-# What every search, comparison and `--results` ranks trials by (see skd_ray.results.leaderboard).
-RANKING_METRIC = BEST_VAL_ACC
-RANKING_MODE = "max"
 SHOWN_VALUES = 6  # searched values in a SearchResult's one-line summary
 
 
@@ -72,7 +69,7 @@ class TrialResult:
     run_id: str  # its MLflow run
     status: str  # completed | early_stopped | failed | interrupted | running
     epochs: int  # epochs it trained
-    value: float  # its best validation accuracy (SearchResult.metric); NaN when no epoch ended
+    value: float  # its best value of the search's objective (SearchResult.metric); NaN when no epoch ended
     exit_values: dict[str, float]  # the same per exit (exit1, ..., ensemble) of a multi-exit method
     params: dict[str, Any]  # its whole flat config (dotted keys), values decoded from MLflow's strings
 
@@ -95,8 +92,8 @@ class SearchResult:
     best_config: dict[str, Any] | None  # the best trial's whole flat config (dotted keys)
     best_values: dict[str, Any] | None  # the part of best_config the search varied (its searched values)
     best_value: float | None  # the best trial's `metric`
-    metric: str  # what trials are ranked by: best_val_acc (best validation accuracy of the deployable exit)
-    mode: str  # max
+    metric: str  # what trials are ranked by: best_<metric> of the space's metric: (best_val_acc by default)
+    mode: str  # max or min, the space's mode:
     trials: tuple[TrialResult, ...]  # every trial, best first
     tracking_uri: str  # the MLflow store
     directory: str | None = None  # Ray Tune's results, checkpoints and the Optuna study (None: not found)
@@ -301,17 +298,18 @@ def read_search(uri: str, experiment: str, parent_run_id: str, directory: str | 
     best = chosen[0] if chosen else None
     config = best_config(rows) if best is not None else None
     constants = constants_of(parent.data.params)
+    objective = Objective.from_flat(constants)
     return SearchResult(
         experiment=experiment, search=parent.info.run_name or parent.info.run_id, parent_run_id=parent.info.run_id,
         status=parent.data.tags.get(Tags.STATUS, parent.info.status.lower()),
         best_run_id=best.run_id if best else None, best_trial=best.name if best else None, best_config=config,
         best_values={k: v for k, v in config.items() if k not in constants} if config is not None else None,
-        best_value=best.best_val_acc if best else None, metric=RANKING_METRIC, mode=RANKING_MODE,
+        best_value=best.value if best else None, metric=objective.best_key, mode=objective.mode,
         trials=tuple(trial_result(r) for r in rows), tracking_uri=uri, directory=directory)
 
 
 def trial_result(row: TrialRow) -> TrialResult:
-    return TrialResult(row.name, row.run_id, row.status, row.epochs, row.best_val_acc, dict(row.exit_acc),
+    return TrialResult(row.name, row.run_id, row.status, row.epochs, row.value, dict(row.exit_acc),
                        decode_params(row.params))
 
 

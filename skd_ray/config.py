@@ -131,6 +131,10 @@ class EvalConfig:
     # Evaluate the test split once, after the last epoch (`test_*` metrics). Only the final
     # evaluation of chosen configurations sets it; nothing ever selects on these metrics.
     test_at_end: bool = False
+    # What a trial's best epoch is (the checkpoint kept) and how trials are ranked: a search
+    # space's `metric:` and `mode:` (see skd_ray.training.objective); searches set both.
+    objective: str = "val_acc"
+    objective_mode: str = "max"
 
     def charted_threshold(self) -> float:
         """`chart_threshold`, or the threshold of `thresholds` nearest 0.95 (the higher on a tie)."""
@@ -306,6 +310,8 @@ def validate_core(cfg: TrainConfig) -> None:
          "set eval.chart_threshold to one of them, or add it to eval.thresholds"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width must be >= 1", "use e.g. 16"),
         (cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1", "use e.g. 512"),
+        (cfg.eval.objective_mode in ("max", "min"), f"eval.objective_mode {cfg.eval.objective_mode!r} is neither "
+         "max nor min", "write mode: max or mode: min in the search space"),
         (cfg.optim.momentum >= 0, "optim.momentum must be >= 0", "use e.g. 0.9"),
         (cfg.data.image_size >= 1, "data.image_size must be >= 1", "use e.g. 224 (64 for Tiny ImageNet)"),
         (cfg.data.train_subset >= 0, "data.train_subset must be >= 0", "use 0 for the whole training part"),

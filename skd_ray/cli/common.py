@@ -12,7 +12,7 @@ from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.artifacts import write_report
 from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
 from skd_ray.results.tracking import client
-from skd_ray.search.console import NORMAL, QUIET, VERBOSE
+from skd_ray.search.console.ray_logs import NORMAL, QUIET, VERBOSE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXIT_FAILED = 1  # an unexpected failure (its traceback is in a log file)

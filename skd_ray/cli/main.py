@@ -32,16 +32,22 @@ from skd_ray.cli.common import (
     show_results,
     write_search_report,
 )
-from skd_ray.cli.compare import comparison_run_id, resumable_comparison, resume_compare, run_compare, show_comparison
+from skd_ray.cli.compare_command import (
+    comparison_run_id,
+    resumable_comparison,
+    resume_compare,
+    run_compare,
+    show_comparison,
+)
 from skd_ray.cli.failure import FailureLog, as_user_error
 from skd_ray.cli.flags import check_flags
 from skd_ray.cli.preflight import check_space_data
-from skd_ray.cli.search import resume_search, run_debug, run_ray_search, verbosity_of
+from skd_ray.cli.train_commands import resume_search, run_debug, run_ray_search, verbosity_of
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
 from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
 from skd_ray.results.tracking import check_store_usable, default_tracking_uri
-from skd_ray.search.space import SearchSpace, load_space, load_yaml
+from skd_ray.search.space.definition import SearchSpace, load_space, load_yaml
 
 
 def resolve_space_path(args: argparse.Namespace) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from skd_ray.config import DataConfig
 from skd_ray.data.checks import check_batch_fits, check_dataset
-from skd_ray.search.space import SearchSpace, corner_points
+from skd_ray.search.space.definition import SearchSpace, corner_points
 from skd_ray.training.resolve import resolve_config
 
 

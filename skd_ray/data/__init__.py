@@ -20,15 +20,7 @@ import torch
 
 from skd_ray.config import DataConfig, TrainConfig
 from skd_ray.data.batches import InMemoryLoader, TensorSplit
-from skd_ray.data.imagefolder import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    FolderLoader,
-    IndexedSamples,
-    build_transforms,
-    scan_imagefolder,
-)
-from skd_ray.data.registry import (
+from skd_ray.data.dataset_registry import (
     DATASETS,
     USER_DATASETS,
     DatasetInfo,
@@ -36,6 +28,14 @@ from skd_ray.data.registry import (
     dataset_names,
     register_dataset,
     user_dataset,
+)
+from skd_ray.data.imagefolder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FolderLoader,
+    IndexedSamples,
+    build_transforms,
+    scan_imagefolder,
 )
 from skd_ray.data.sources import check_dir, load_cifar, load_digits_splits, load_fashion_mnist
 from skd_ray.data.user import IndexedDataset, UserData, dataset_channel_stats, forget_user_data, load_user_data

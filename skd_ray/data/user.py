@@ -1,6 +1,6 @@
 """What a user's dataset factory gives, checked, and the facts read from it.
 
-A factory (see `skd_ray.data.registry`) returns `(train, test)`. Each part is either
+A factory (see `skd_ray.data.dataset_registry`) returns `(train, test)`. Each part is either
 
 - a pair of tensors `(images, labels)`: images N x C x H x W, uint8 (0..255) or float (0..1),
   integer labels. Kept in memory as a `TensorSplit` and batched by the fast `InMemoryLoader`,
@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from skd_ray.data.batches import TensorSplit
-from skd_ray.data.registry import UserDataset
+from skd_ray.data.dataset_registry import UserDataset
 from skd_ray.data.sources import check_dir
 from skd_ray.errors import ConfigError, DataError, SkdError
 

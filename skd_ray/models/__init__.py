@@ -9,8 +9,7 @@ attention gate (`heads`), TESKD's FPN students (`fpn`) and MAC counting (`flops`
 
 from __future__ import annotations
 
-from skd_ray.models.contract import StagedBackbone, StageLayout, StageOutputs
-from skd_ray.models.registry import (
+from skd_ray.models.backbone_registry import (
     BACKBONES,
     BackboneSpec,
     backbone_layout,
@@ -19,6 +18,7 @@ from skd_ray.models.registry import (
     build_backbone,
     register_backbone,
 )
+from skd_ray.models.contract import StagedBackbone, StageLayout, StageOutputs
 from skd_ray.models.resnet import StagedResNet
 from skd_ray.models.tapped import TappedBackbone
 from skd_ray.models.wrn import WideResNet

@@ -52,7 +52,7 @@ def param_importances(rows: list[TrialRow], seed: int = 0, min_trials: int | Non
         for row, params in zip(scored, values):
             study.add_trial(optuna.trial.create_trial(
                 params={name: _encode(params[name], distributions[name]) for name in names},
-                distributions=distributions, value=row.best_val_acc))
+                distributions=distributions, value=row.value))
         found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), params=names)
     finally:
         optuna.logging.set_verbosity(previous)

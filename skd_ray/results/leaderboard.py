@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
+from skd_ray.results.statuses import SELECTABLE, Status
 from skd_ray.results.tracking import client, constants_of, trial_params
-from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, exit_accuracies, from_logged
-
-# Statuses of trials that may be chosen as a search's best configuration.
-SELECTABLE_STATUSES = ("completed", "early_stopped")
+from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, VAL_ACC, exit_accuracies, from_logged
+from skd_ray.training.objective import Objective
 
 
 @dataclass
@@ -32,18 +31,24 @@ class TrialRow:
     exit_acc: dict[str, float]
     params: dict[str, str]
     start_time: int = 0  # ms since the epoch: the order in which the search started its trials
+    objective: Objective = field(default_factory=Objective)  # what the search ranks by
+    value: float = math.nan  # the objective's best value (`best_<metric>`); NaN when no epoch ended
+
+    def __post_init__(self) -> None:
+        if self.objective == Objective() and math.isnan(self.value):  # val_acc, max: the best accuracy
+            self.value = self.best_val_acc
 
     @property
     def is_scored(self) -> bool:
-        """Has a validation accuracy to show (plots, importances): not failed, some epoch done."""
-        return math.isfinite(self.best_val_acc) and self.status != "failed"
+        """Has a value of the objective to show (plots, importances): not failed, some epoch done."""
+        return math.isfinite(self.value) and self.status != Status.FAILED
 
     @property
     def is_selectable(self) -> bool:
         """May be chosen as a search's best configuration (the report, `--export-best`,
         `--final-top`): it finished, by completing or by an ASHA stop (ranked by what it reached);
         failed, running and interrupted trials are not candidates."""
-        return self.status in SELECTABLE_STATUSES and math.isfinite(self.best_val_acc)
+        return self.status in SELECTABLE and math.isfinite(self.value)
 
 
 def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None) -> tuple[str, Any]:
@@ -63,11 +68,12 @@ def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None)
 
 
 def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
-    """All child runs of a search, best validation accuracy first."""
+    """All child runs of a search, best first by the search's objective (`rank_rows`)."""
     c = client(uri)
     runs = c.search_runs([experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'",
                          max_results=5000)
     constants = constants_of(c.get_run(parent_run_id).data.params)
+    objective = Objective.from_flat(constants)
     rows = []
     for run in runs:
         m = from_logged(run.data.metrics)
@@ -75,10 +81,15 @@ def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRo
         rows.append(TrialRow(run.data.tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
                              run.info.run_id, run.data.tags.get(Tags.STATUS, run.info.status.lower()),
                              int(m.get(EPOCH, 0)), float(m.get(BEST_VAL_ACC, float("nan"))),
-                             exits, trial_params(run.data.params, constants), int(run.info.start_time or 0)))
-    # Ties go to the trial started first, as Optuna's best trial does (the lowest number).
-    rows.sort(key=lambda r: (r.best_val_acc == r.best_val_acc, r.best_val_acc, -r.start_time), reverse=True)
-    return rows
+                             exits, trial_params(run.data.params, constants), int(run.info.start_time or 0),
+                             objective, float(m.get(objective.best_key, math.nan))))
+    return rank_rows(rows)
+
+
+def rank_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """Best first by each row's objective; ties go to the trial started first, as Optuna's best
+    trial does (the lowest number). The one order every reader of a search uses."""
+    return sorted(rows, key=lambda r: (-r.objective.score(r.value), r.start_time))
 
 
 def varying_params(rows: list[TrialRow]) -> list[str]:
@@ -93,11 +104,14 @@ def leaderboard_table(rows: list[TrialRow], max_params: int = 8) -> list[list[st
     params = varying_params(rows)[:max_params]
     exit_names = sorted({e for r in rows for e in r.exit_acc if e != "ensemble"}) + \
         (["ensemble"] if any("ensemble" in r.exit_acc for r in rows) else [])
-    header = ["#", "trial", "status", "epochs", "val_acc"] + [f"acc.{e}" for e in exit_names] + \
-        [p.removeprefix("method.") for p in params]
+    # A search ranked by another objective than val_acc shows it first (the order of the rows).
+    ranked_by = rows[0].objective if rows and rows[0].objective.metric != VAL_ACC else None
+    header = ["#", "trial", "status", "epochs"] + ([ranked_by.describe()] if ranked_by else []) + ["val_acc"] + \
+        [f"acc.{e}" for e in exit_names] + [p.removeprefix("method.") for p in params]
     table = [header]
     for i, r in enumerate(rows, 1):
-        table.append([str(i), r.name, r.status, str(r.epochs), _fmt(r.best_val_acc)]
+        table.append([str(i), r.name, r.status, str(r.epochs)] + ([_fmt(r.value)] if ranked_by else [])
+                     + [_fmt(r.best_val_acc)]
                      + [_fmt(r.exit_acc.get(e)) for e in exit_names]
                      + [_short(r.params.get(p, "-")) for p in params])
     return table
@@ -125,8 +139,8 @@ def _short(v: str) -> str:
 
 
 def selectable(rows: list[TrialRow]) -> list[TrialRow]:
-    """The trials that may be chosen (`TrialRow.is_selectable`), best validation accuracy first."""
-    return sorted((r for r in rows if r.is_selectable), key=lambda r: r.best_val_acc, reverse=True)
+    """The trials that may be chosen (`TrialRow.is_selectable`), best first by the objective."""
+    return rank_rows([r for r in rows if r.is_selectable])
 
 
 def best_config(rows: list[TrialRow]) -> dict[str, Any]:

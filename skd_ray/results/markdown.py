@@ -14,6 +14,7 @@ from pathlib import Path
 from skd_ray.results.leaderboard import best_config, leaderboard_table, selectable, varying_params
 from skd_ray.results.plots import PLOT_TITLES, PLOTS, PlotSet
 from skd_ray.results.search_data import SearchData
+from skd_ray.training.metrics import VAL_ACC
 
 
 def render_report(data: SearchData, plots: PlotSet, report_dir: Path) -> str:
@@ -48,8 +49,9 @@ def _best(data: SearchData) -> str:
     best = chosen[0]
     config = best_config(chosen)
     searched = [k for k in varying_params(data.rows) if k in config]
+    ranked = "" if best.objective.metric == VAL_ACC else f"best {best.objective.metric} **{best.value:.4f}**, "
     parts = ["## Best configuration", "",
-             f"Trial `{best.name}` ({best.status}, {best.epochs} epochs): best validation accuracy "
+             f"Trial `{best.name}` ({best.status}, {best.epochs} epochs): {ranked}best validation accuracy "
              f"**{best.best_val_acc:.4f}** (MLflow run `{best.run_id}`)."]
     if searched:
         parts += ["", table(["searched parameter", "value"], [[k, json.dumps(config[k])] for k in searched])]

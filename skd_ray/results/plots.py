@@ -26,11 +26,12 @@ from matplotlib.ticker import MaxNLocator
 from skd_ray.results.importance import ImportanceUnavailable, param_importances
 from skd_ray.results.leaderboard import decode_params, varying_params
 from skd_ray.results.search_data import SearchData
+from skd_ray.results.statuses import Status
 from skd_ray.training.early_exit import TradeoffPoint
 
 DPI = 110
 MAX_AXES = 10  # parallel-coordinates axes beyond this are unreadable
-STATUS_COLORS = {"completed": "tab:blue", "early_stopped": "tab:orange", "interrupted": "tab:gray"}
+STATUS_COLORS = {Status.COMPLETED: "tab:blue", Status.EARLY_STOPPED: "tab:orange", Status.INTERRUPTED: "tab:gray"}
 
 
 class PlotSkipped(Exception):
@@ -52,7 +53,8 @@ def _figure(width: float = 6.4, height: float = 4.2) -> Figure:
 
 
 def optimization_history(data: SearchData) -> Figure:
-    """Each trial's best validation accuracy in start order, and the best so far."""
+    """Each trial's best value of the search's objective (validation accuracy unless the space
+    names another metric) in start order, and the best so far."""
     scored = {r.run_id for r in data.scored()}
     numbered = [(i, r) for i, r in enumerate(data.in_start_order(), 1) if r.run_id in scored]
     if not numbered:
@@ -61,15 +63,17 @@ def optimization_history(data: SearchData) -> Figure:
     fig = _figure()
     ax = fig.add_subplot()
     for status in sorted({r.status for r in ordered}):
-        points = [(x, r.best_val_acc) for x, r in zip(xs, ordered) if r.status == status]
+        points = [(x, r.value) for x, r in zip(xs, ordered) if r.status == status]
         ax.scatter(*zip(*points), label=status, color=STATUS_COLORS.get(status, "tab:purple"), zorder=3)
-    best, running = [], -math.inf
+    objective = ordered[0].objective
+    best: list[float] = []
+    running: float | None = None
     for r in ordered:
-        running = max(running, r.best_val_acc)
+        running = objective.better_of(r.value, running)
         best.append(running)
     ax.step(xs, best, where="post", color="tab:red", label="best so far")
-    ax.set(xlabel="trial (start order)", ylabel="best val_acc", title=f"Optimisation history: {data.run_name}",
-           xlim=(0.5, len(data.rows) + 0.5))
+    ax.set(xlabel="trial (start order)", ylabel=f"best {objective.metric}",
+           title=f"Optimisation history: {data.run_name}", xlim=(0.5, len(data.rows) + 0.5))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: covers no point
@@ -222,7 +226,7 @@ def learning_curves(data: SearchData) -> Figure:
         if name == best:
             continue
         ax.plot(*zip(*points), color="0.6", linewidth=1.0, alpha=0.8)
-        if status.get(name) == "early_stopped":
+        if status.get(name) == Status.EARLY_STOPPED:
             ax.plot(*points[-1], "x", color="tab:orange", markersize=7, label=stopped_label)
             stopped_label = "_nolegend_"
         ends.setdefault((points[-1][0], round(points[-1][1], 3)), []).append(name)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, trial_rows
 from skd_ray.results.names import Tags
+from skd_ray.results.statuses import Status
 from skd_ray.results.tracking import client, metric_history
 from skd_ray.training.metrics import (
     BEST_VAL_ACC,
@@ -33,7 +34,7 @@ from skd_ray.training.metrics import (
     trials_with_status,
 )
 
-STATUSES = ("completed", "early_stopped", "failed", "interrupted", "running")
+STATUSES = tuple(s for s in Status if s != Status.COMPLETED_WITH_ERRORS)  # a trial's
 SHORT_NAMES = {"temperature": "T"}
 NAME_VALUES = 3  # searched values shown in a trial's run name
 
@@ -74,35 +75,45 @@ def searched_values(row: TrialRow, searched_keys: Sequence[str]) -> dict[str, ob
 
 
 def trial_run_name(label: str, method: str, values: Mapping[str, object], status: str, epochs: int) -> str:
-    """`t03 byot lr=0.012 T=5.7`, plus `[ASHA@2]` (stopped after epoch 2) or `[failed]`."""
+    """`t03 byot lr=0.012 T=5.7`; `t03 [ASHA@2] byot ...` when ASHA stopped it after epoch 2 (or
+    `[failed]`, `[interrupted]`): the mark follows the number, so a narrow runs-table column
+    still shows it."""
     numeric = [(k, v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)]
     shown = " ".join(f"{short_name(k)}={show(v)}" for k, v in numeric[:NAME_VALUES])
-    suffix = {"early_stopped": f" [ASHA@{epochs}]", "failed": " [failed]", "interrupted": " [interrupted]"}
-    return f"{label} {method} {shown}".rstrip() + suffix.get(status, "")
+    marks = {Status.EARLY_STOPPED: f"[ASHA@{epochs}]", Status.FAILED: "[failed]", Status.INTERRUPTED: "[interrupted]"}
+    mark = marks.get(status)
+    return " ".join(part for part in (label, mark, method, shown) if part)
 
 
 def trial_description(label: str, row: TrialRow, max_epochs: int, best_epoch: int | None,
                       values: Mapping[str, object]) -> str:
     """One paragraph: how the trial ended, its epochs and best epoch, its searched values."""
-    ended = {"completed": f"completed all {max_epochs} epochs",
-             "early_stopped": f"stopped by ASHA after {row.epochs} of {max_epochs} epochs",
-             "failed": f"failed after {row.epochs} epoch(s)",
-             "interrupted": f"interrupted after {row.epochs} epoch(s) (`--resume` continues it)"}
+    ended = {Status.COMPLETED: f"completed all {max_epochs} epochs",
+             Status.EARLY_STOPPED: f"stopped by ASHA after {row.epochs} of {max_epochs} epochs",
+             Status.FAILED: f"failed after {row.epochs} epoch(s)",
+             Status.INTERRUPTED: f"interrupted after {row.epochs} epoch(s) (`--resume` continues it)"}
     text = f"Trial **{label}** {ended.get(row.status, row.status)}."
-    if row.best_val_acc == row.best_val_acc:
+    if row.value == row.value:
         at = f" at epoch {best_epoch}" if best_epoch else ""
-        text += f" Best val_acc **{row.best_val_acc:.4f}**{at} (its `best_checkpoint.pt`)."
+        text += f" Best {best_text(row)}{at} (its `best_checkpoint.pt`)."
     if values:
         text += " Searched values: " + ", ".join(f"`{k}`={show(v)}" for k, v in values.items()) + "."
     return text
 
 
-def best_epoch_of(uri: str, run_id: str) -> int | None:
-    """The first epoch with the run's best val_acc (the epoch of its best checkpoint)."""
-    history = metric_history(uri, run_id, acc("val"))
+def best_text(row: TrialRow) -> str:
+    """`val_acc **0.9312**`, or `val_loss **0.2011** (min; val_acc 0.9312)` for another objective."""
+    if row.objective.metric == acc("val"):
+        return f"val_acc **{row.value:.4f}**"
+    return f"{row.objective.metric} **{row.value:.4f}** ({row.objective.mode}; val_acc {row.best_val_acc:.4f})"
+
+
+def best_epoch_of(uri: str, row: TrialRow) -> int | None:
+    """The first epoch with the run's best value of the objective (its best checkpoint's)."""
+    history = metric_history(uri, row.run_id, row.objective.metric)
     if not history:
         return None
-    top = max(m.value for m in history)
+    top = row.objective.rank(history, lambda m: m.value)[0].value
     return min(m.step for m in history if m.value == top)
 
 
@@ -127,7 +138,7 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         c.update_run(row.run_id, name=trial_run_name(label, method, values, row.status, row.epochs))
         c.log_batch(row.run_id, tags=[
             RunTag(Tags.TRIAL_NAME, label),
-            RunTag(Tags.NOTE, trial_description(label, row, max_epochs, best_epoch_of(uri, row.run_id), values))])
+            RunTag(Tags.NOTE, trial_description(label, row, max_epochs, best_epoch_of(uri, row), values))])
         row.name = label
     counts = Counter(r.status for r in rows)
     ran = [r for r in rows if r.epochs > 0]
@@ -143,6 +154,7 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         top = summary.best
         summary.searched = searched_values(top, searched_keys)
         metrics[BEST_VAL_ACC] = top.best_val_acc
+        metrics[top.objective.best_key] = top.value  # the objective's, when it is not val_acc
         metrics.update({best(acc("val", e)): v for e, v in top.exit_acc.items()})
         tags[Tags.BEST_RUN_ID] = top.run_id
         tags[Tags.BEST_TRIAL] = top.name
@@ -161,7 +173,7 @@ def search_description(search_name: str, experiment_id: str, s: SearchSummary, m
     lines = [f"**{search_name}**: {sum(s.counts.values())} trials ({counts or 'none'})."]
     if s.best is not None:
         link = f"#/experiments/{experiment_id}/runs/{s.best.run_id}"
-        lines.append(f"Best: **{s.best.name}**, val_acc **{s.best.best_val_acc:.4f}** "
+        lines.append(f"Best: **{s.best.name}**, {best_text(s.best)} "
                      f"([open its run]({link})); searched values: "
                      + (", ".join(f"`{k}`={show(v)}" for k, v in s.searched.items()) or "none") + ".")
     else:
@@ -170,6 +182,7 @@ def search_description(search_name: str, experiment_id: str, s: SearchSummary, m
         lines.append(f"Epochs trained: {s.epochs_trained} of the {s.epochs_full} that these trials would train "
                      f"without early stopping ({max_epochs} each; {s.saved_fraction:.0%} saved by ASHA).")
     if study:
-        lines.append(f"Optuna study: {study} (objective `best_val_acc`).")
+        objective = s.best.objective.best_key if s.best else "best_val_acc"
+        lines.append(f"Optuna study: {study} (objective `{objective}`).")
     lines.append("Plots: the `plots/` artifacts of this run.")
     return "\n\n".join(lines)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from skd_ray.errors import SkdError, check_output_file
 from skd_ray.results.names import Artifacts, Tags
+from skd_ray.results.statuses import REOPENED, Status, mlflow_run_status
 from skd_ray.training.metrics import SWEEP_COLUMNS, logged_name, mlflow_names, sweep_rows
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ class SearchRuns:
             self.reopen(existing)
             return existing
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-            Tags.PARENT_RUN_ID: self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: "running",
+            Tags.PARENT_RUN_ID: self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: Status.RUNNING,
             Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
         run_id = run.info.run_id
         log_params(self.uri, run_id, {k: v for k, v in flat_config.items() if self.constants.get(k) != param_text(v)})
@@ -261,7 +262,7 @@ class SearchRuns:
 
     def open_trials(self) -> list[str]:
         """Child runs that are not closed (running, or interrupted with their search)."""
-        return [r.info.run_id for r in self.children() if r.data.tags.get(Tags.STATUS) in ("running", "interrupted")]
+        return [r.info.run_id for r in self.children() if r.data.tags.get(Tags.STATUS) in REOPENED]
 
     def tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
@@ -273,7 +274,7 @@ class SearchRuns:
         """Mark a run (default: the parent) of an interrupted search running again."""
         run_id = run_id or self.parent_run_id
         self.client.set_terminated(run_id, "RUNNING")
-        self.client.set_tag(run_id, Tags.STATUS, "running")
+        self.client.set_tag(run_id, Tags.STATUS, Status.RUNNING)
 
     def close(self, run_id: str | None, status: str, reason: str | None = None) -> None:
         """Close a run (default: the parent): status is completed, early_stopped, failed (with
@@ -282,7 +283,7 @@ class SearchRuns:
         self.client.set_tag(run_id, Tags.STATUS, status)
         if reason:
             self.client.set_tag(run_id, Tags.FAILURE_REASON, reason[:5000])
-        self.client.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))
+        self.client.set_terminated(run_id, mlflow_run_status(status))
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[Any]:

@@ -1,17 +1,24 @@
 """A hyperparameter search on Ray Tune + Optuna, tracked in MLflow: the only layer that runs Ray.
 
-Owns: the search space (`space`), the request and the trial resources (`request`), the saved
-state and its checks (`state`, `state_files`, `state_backup`), the cluster it runs on and what
-it waits for (`cluster`, `autoscaler`, `waiting`), the Tune driver and how it ends (`driver`,
-`callbacks`, `closing`, `optuna_study`, `answer`), the console (`console`, `progress`,
-`numbering`), one trial (`trial`, `trial_job`), the three ways it trains (`executors`, with the
-sessions in `sessions`) and the persistent DDP pools (`pool/`).
-May import: `errors`, `config`, `training`, `results`, Ray, Optuna. This face, `space`,
-`request` and `state` stay Ray-free, so the CLI checks a request before Ray starts;
-`driver` and the modules it pulls in load Ray.
+Its subpackages, one concern each:
+
+- `space/`: the search-space file and its stage-named values (Ray-free);
+- `request`: what a search is asked to do and the trial resources (Ray-free);
+- `state/`: what a search keeps on disk to be resumed (Ray-free);
+- `cluster/`: joining or starting Ray, sizing the search, waiting for resources;
+- `tuning/`: the Tune driver with Optuna and ASHA, trial numbers, callbacks, closing;
+- `execution/`: how one trial trains (in its process, in a DDP pool, in a Ray Train run);
+- `console/`: the lines a person sees, and where Ray's own logs go.
+
+May import: `errors`, `config`, `training`, `results`, Ray, Optuna. This face, `space/`,
+`request` and `state/` stay Ray-free, so the CLI checks a request before Ray starts;
+`tuning.tuner` and the modules it pulls in load Ray.
 """
 
+from skd_ray.search import moved
 from skd_ray.search.request import SearchOutcome, SearchRequest
-from skd_ray.search.space import SearchSpace, load_space
+from skd_ray.search.space.definition import SearchSpace, load_space
+
+moved.install()  # searches saved before the subpackages still resume
 
 __all__ = ["SearchOutcome", "SearchRequest", "SearchSpace", "load_space"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from skd_ray.search.space import SearchSpace
+from skd_ray.search.space.definition import SearchSpace
 
 
 @dataclass(kw_only=True)
@@ -53,14 +53,14 @@ class SearchRequest(Resources):
     # trial for the whole search); off: a new Ray Train run per trial.
     ddp_pool: bool = True
     # Pools on an autoscaling cluster too (there the default is a Train run per trial: a pool
-    # holds its nodes until the search ends; see skd_ray.search.autoscaler).
+    # holds its nodes until the search ends; see skd_ray.search.cluster.autoscaler).
     keep_pools: bool = False
     sampler: str = "tpe"  # tpe | random (a baseline; multi-objective searches use NSGA-II)
     early_stopping: bool = True  # ASHA; off: every trial runs its full epoch budget
     start_from_defaults: bool = True  # the first trial is the space's defaults (published settings)
     resume: bool = False
     # Seconds the search may wait for resources without any progress before it gives up
-    # (interrupted, resumable); see skd_ray.search.waiting.
+    # (interrupted, resumable); see skd_ray.search.cluster.waiting.
     resource_wait_s: float = 900.0
     extra_tags: dict[str, str] = field(default_factory=dict)
     # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
@@ -69,7 +69,7 @@ class SearchRequest(Resources):
     points: list[dict[str, Any]] = field(default_factory=list)
     callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (benchmarks, tools)
     # Console: 0 only the final summary (-q), 1 one line per trial event (default), 2 also
-    # Ray Tune's tables and Ray's logs (-v); see skd_ray.search.console.
+    # Ray Tune's tables and Ray's logs (-v); see skd_ray.search.console.ray_logs.
     verbosity: int = 1
 
 

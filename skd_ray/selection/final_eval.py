@@ -20,11 +20,12 @@ from typing import Any
 from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Tags
+from skd_ray.results.statuses import Status
 from skd_ray.results.tracking import SearchRuns, client, log_params, param_text
-from skd_ray.search.console import NORMAL, RAY_LOG_FILE, ray_logs_to_file
+from skd_ray.search.console.ray_logs import NORMAL, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import Resources, SearchRequest
-from skd_ray.search.space import SearchSpace
-from skd_ray.search.state import SAMPLE_STAMP, check_folder_names, final_search_name, safe_name
+from skd_ray.search.space.definition import SearchSpace
+from skd_ray.search.state.saved import SAMPLE_STAMP, check_folder_names, final_search_name, safe_name
 from skd_ray.selection.final_summary import (
     ConfigSummary,
     final_config,
@@ -105,7 +106,7 @@ def plan_final(req: FinalRequest) -> FinalPlan:
 def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOutcome:
     """Retrain the top configurations of the search with every seed; summarise on test.
     `plan` is `plan_final(req)` when the caller already made it."""
-    from skd_ray.search.driver import run_search  # local: loads Ray, which the CLI must not at import
+    from skd_ray.search.tuning.tuner import run_search  # local: loads Ray, which the CLI must not at import
 
     search, chosen, space = plan or plan_final(req)
     points = [{RANK_KEY: rank, SEED_KEY: seed} for rank in range(1, len(chosen) + 1) for seed in req.seeds]
@@ -150,7 +151,7 @@ def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: lis
         for key, value in ((Tags.CONFIG_RANK, str(rank)), (Tags.SOURCE_TRIAL, source.name),
                            (Tags.SOURCE_RUN_ID, source.run_id)):
             c.set_tag(run.info.run_id, key, value)
-        completed = run.data.tags.get(Tags.STATUS) == "completed"
+        completed = run.data.tags.get(Tags.STATUS) == Status.COMPLETED
         test_acc = from_logged(run.data.metrics).get(TEST_ACC) if completed else None
         results.append((rank, int(run.data.params[SEED_KEY]), test_acc))
     return results

@@ -20,8 +20,9 @@ from skd_ray.errors import SkdError
 from skd_ray.methods import METHODS, get_method_spec, method_names
 from skd_ray.results.leaderboard import format_table, varying_params
 from skd_ray.results.names import Tags
+from skd_ray.results.statuses import Status
 from skd_ray.results.tracking import SearchRuns, client, constants_of, trial_params
-from skd_ray.search.space import SearchSpace
+from skd_ray.search.space.definition import SearchSpace
 from skd_ray.selection.final_summary import param_cell
 from skd_ray.selection.pareto import pareto_front
 from skd_ray.training.metrics import VAL_ACC, acc, compute, dynamic_answer, from_logged
@@ -72,7 +73,7 @@ def evaluated_trials(uri: str, experiment_id: str, parent_run_id: str,
     constants = constants_of(runs.client.get_run(parent_run_id).data.params)
     for run in runs.children():
         m = from_logged(run.data.metrics)
-        if run.data.tags.get(Tags.STATUS) != "completed" or any(k not in m for k, _ in objs):
+        if run.data.tags.get(Tags.STATUS) != Status.COMPLETED or any(k not in m for k, _ in objs):
             continue
         out.append(ParetoTrial(run.data.tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
                                run.info.run_id, [float(m[k]) for k, _ in objs], float(m.get(VAL_ACC, "nan")),

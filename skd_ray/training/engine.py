@@ -2,7 +2,8 @@
 
 The loop is generic over methods (it only calls the SelfKDMethod interface) and over where it
 runs: a `Session` supplies the device, the rank, DDP wrapping, the checkpoint to resume from
-and where reports go. `skd_ray.training.session` has an in-process session, `skd_ray.search.sessions` the Ray ones.
+and where reports go. `skd_ray.training.session` has an in-process session,
+`skd_ray.search.execution.sessions` the Ray ones.
 """
 
 from __future__ import annotations
@@ -17,28 +18,28 @@ from torch import nn
 
 from skd_ray.config import TrainConfig
 from skd_ray.data import build_loader, load_data
-from skd_ray.errors import DataError, TrainingDiverged
+from skd_ray.errors import ConfigError, DataError, TrainingDiverged
 from skd_ray.methods import SelfKDMethod
 from skd_ray.training import metrics as metric_names
 from skd_ray.training.early_exit import exit_compute, exit_metric_sums
 from skd_ray.training.hardware import RunSetup, amp_for, describe_device, resolve_setup, share_exceeded, with_setup
 from skd_ray.training.metrics import (
-    BEST_VAL_ACC,
     EPOCH,
     LR,
     TIME_EPOCH_S,
     TIME_STARTUP_S,
     TRAIN_LOSS,
-    VAL_ACC,
     is_accuracy,
     split_key,
     train_term,
 )
+from skd_ray.training.objective import Objective
 from skd_ray.training.resolve import build_run
 
 
 class Session(Protocol):
-    """Where a training run executes and reports (see skd_ray.training.session and skd_ray.search.sessions)."""
+    """Where a training run executes and reports (see skd_ray.training.session and
+    skd_ray.search.execution.sessions)."""
 
     rank: int
     world_size: int
@@ -180,6 +181,15 @@ def evaluate(method: SelfKDMethod, loader: Any, cfg: TrainConfig, device: torch.
     return metrics
 
 
+def objective_value(objective: Objective, metrics: dict[str, float]) -> float:
+    """The epoch's value of the search's objective (a training or validation metric)."""
+    if objective.metric not in metrics:
+        raise ConfigError(f"the objective {objective.metric!r} is not among this run's metrics "
+                        f"({', '.join(sorted(metrics)[:8])}, ...)",
+                        "set the search space's metric: to one the method reports, e.g. val_acc or val_loss")
+    return float(metrics[objective.metric])
+
+
 def mean_over_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
     """Under DDP each rank trains on its own shard: average the epoch's means over the ranks
     so the logged training loss describes all the data, not rank 0's share. Every rank has
@@ -248,6 +258,7 @@ def train_run(cfg: TrainConfig, session: Session) -> dict[str, float]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, method, e))
     scaler = torch.amp.GradScaler(device.type) if cfg.train.amp == "fp16" else None
     start_epoch, best = 0, {}
+    objective = Objective(cfg.eval.objective, cfg.eval.objective_mode)
     state = session.load_checkpoint()
     if state is not None:
         method.load_state_dict(state["model"])
@@ -289,10 +300,13 @@ def train_run(cfg: TrainConfig, session: Session) -> dict[str, float]:
             )
         scheduler.step()
         val_metrics = evaluate(method, loaders["val"], cfg, device)
-        is_best = val_metrics[VAL_ACC] > best.get(BEST_VAL_ACC, -1.0)
+        value = objective_value(objective, {**train_metrics, **val_metrics})
+        is_best = objective.improves(value, best.get(objective.best_key))
         for k, v in val_metrics.items():
             if is_accuracy(k, "val"):
                 best[metric_names.best(k)] = max(best.get(metric_names.best(k), -1.0), v)
+        if is_best or objective.best_key not in best:  # the objective's best, in its own direction
+            best[objective.best_key] = value
         if cfg.eval.test_at_end and epoch + 1 == cfg.train.epochs:
             # Final evaluation only: the last epoch's model is scored on the test split, once.
             test_loader = build_loader(data, "test", cfg, rank=session.rank, world_size=session.world_size,

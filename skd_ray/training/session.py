@@ -1,6 +1,6 @@
 """Where `fit` sends what it produces: the metric sink, the device choice, the terminal line
 of an epoch and `LocalSession`, which runs the loop in this process (no Ray). The Ray-backed
-sessions live in `skd_ray.search.sessions` and reuse these pieces."""
+sessions live in `skd_ray.search.execution.sessions` and reuse these pieces."""
 
 from __future__ import annotations
 

@@ -37,11 +37,11 @@ def test_the_public_names_are_the_api_and_leave_the_subpackages_alone() -> None:
     """The functions are named apart from the subpackages (skd_ray.search, skd_ray.results), so
     importing those binds nothing over them."""
     import skd_ray.results.leaderboard  # noqa: F401
-    import skd_ray.search.space  # noqa: F401
+    import skd_ray.search.space.definition  # noqa: F401
     from skd_ray import api
 
     assert skd_ray.run_search is api.run_search and skd_ray.search_results is api.search_results
-    assert skd_ray.search.space.load_space and skd_ray.results.leaderboard.trial_rows
+    assert skd_ray.search.space.definition.load_space and skd_ray.results.leaderboard.trial_rows
     assert skd_ray.SearchResult is api.SearchResult and skd_ray.compare is api.compare
     assert set(skd_ray.__all__) == set(dir(skd_ray)) & set(skd_ray.__all__)
 

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from skd_ray.search.space import load_space
+from skd_ray.search.space.definition import load_space
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "search_efficiency.py"
 

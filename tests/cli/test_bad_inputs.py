@@ -24,8 +24,8 @@ import yaml
 
 from skd_ray.cli import main
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space, load_yaml
-from skd_ray.search.state import STATE_FILE, write_state
+from skd_ray.search.space.definition import load_space, load_yaml
+from skd_ray.search.state.saved import STATE_FILE, write_state
 from tests.helpers.fake_search import write_fake_search
 
 REPO = Path(__file__).resolve().parents[2]

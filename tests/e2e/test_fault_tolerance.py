@@ -202,7 +202,7 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     from mlflow import MlflowClient
 
     from skd_ray.results.tracking import SearchRuns
-    from skd_ray.search.driver import close_abandoned
+    from skd_ray.search.tuning.tuner import close_abandoned
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = SearchRuns.start(uri, "abandoned", "search", {}, {})

@@ -1,7 +1,7 @@
 """Every registered method trains one epoch with 2 DDP workers through Ray Train.
 
 One Ray Train run trains every method in turn (a Train run costs ~15 s to start here; the
-methods share it, as trials share a DDP pool). It runs the real `skd_ray.search.executors.train_worker`
+methods share it, as trials share a DDP pool). It runs the real `skd_ray.search.execution.executors.train_worker`
 for each; a thin wrapper only observes it on each rank (the model `RaySession.prepare_model`
 returned, the rank's last report) and writes what it saw to a file per method, so each
 method's test can check that the two ranks really formed a process group, wrapped the method
@@ -61,8 +61,8 @@ def observed_train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from skd_ray.search import sessions as session_module
-    from skd_ray.search.executors import train_worker
+    from skd_ray.search.execution import sessions as session_module
+    from skd_ray.search.execution.executors import train_worker
     from skd_ray.training import engine as engine_module
 
     seen: dict[str, Any] = {}

@@ -38,7 +38,7 @@ def crash_once_in_epoch_3(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     from skd_ray.results.tracking import TrialTracker
-    from skd_ray.search.sessions import RaySession
+    from skd_ray.search.execution.sessions import RaySession
     from skd_ray.training.engine import fit
     from skd_ray.training.resolve import resolve_config
 
@@ -75,7 +75,7 @@ def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path
     from mlflow import MlflowClient
 
     from skd_ray.results.tracking import get_or_create_experiment
-    from skd_ray.search.executors import train_worker
+    from skd_ray.search.execution.executors import train_worker
     from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -95,7 +95,7 @@ def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path
 
     assert sa["epoch"] == sb["epoch"] == 4
     # A resumed search asks whether a trial's Train run already trained every epoch.
-    from skd_ray.search.executors import finished_train_metrics
+    from skd_ray.search.execution.executors import finished_train_metrics
 
     finished = finished_train_metrics(str(tmp_path / "storage" / "plain"), 4)
     assert finished is not None and finished["epoch"] == 4 and finished["val_acc"] == plain_hist[4]

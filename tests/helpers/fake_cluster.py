@@ -27,14 +27,10 @@ from pathlib import Path
 
 import yaml
 
+from tests.helpers.ports import free_port
+
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_NODE_ID = "f" * 51 + "00000"  # what RAY_FAKE_CLUSTER makes the head's node id
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launcher_config(gcs_address: str, worker_cpus: int, max_workers: int, idle_minutes: float,

@@ -143,7 +143,7 @@ SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 @pytest.mark.parametrize("name", NAMES)
 def test_search_space_file_loads_with_paper_defaults(name: str):
-    from skd_ray.search.space import load_space
+    from skd_ray.search.space.definition import load_space
 
     space = load_space(SPACES / f"{name}.yaml")
     assert space.fixed["method"] == name

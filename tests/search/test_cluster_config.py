@@ -60,7 +60,7 @@ def test_validator_rejects_broken_variants(breakage: str) -> None:
 
 def search_request(workers: int = 1, cpus: float = 1.0, gpus: float = 0.0, max_concurrent: int | None = None):
     from skd_ray.search.request import SearchRequest
-    from skd_ray.search.space import load_space
+    from skd_ray.search.space.definition import load_space
 
     space = load_space(CLUSTER.parent / "search_spaces" / "vanilla.yaml")
     return SearchRequest(space=space, storage="/tmp/x", tracking_uri="sqlite:///x.db", experiment="e",
@@ -71,7 +71,7 @@ def search_request(workers: int = 1, cpus: float = 1.0, gpus: float = 0.0, max_c
 def test_a_search_sizes_itself_by_what_the_node_types_can_grow_to() -> None:
     """Nothing is up when the search starts (head CPU 0, min_workers 0): the search is sized by
     the node types of the config the autoscaler runs with."""
-    from skd_ray.search.autoscaler import plan_on_node_types, read_launcher_config
+    from skd_ray.search.cluster.autoscaler import plan_on_node_types, read_launcher_config
 
     view = read_launcher_config(CLUSTER)
     workers = {t.name: t for t in view.node_types if not t.head}
@@ -84,7 +84,7 @@ def test_a_search_sizes_itself_by_what_the_node_types_can_grow_to() -> None:
 
 def test_a_trial_no_node_type_holds_is_refused_naming_the_node_types() -> None:
     from skd_ray.errors import SkdError
-    from skd_ray.search.autoscaler import plan_on_node_types, read_launcher_config
+    from skd_ray.search.cluster.autoscaler import plan_on_node_types, read_launcher_config
 
     with pytest.raises(SkdError) as err:
         plan_on_node_types(read_launcher_config(CLUSTER), search_request(gpus=2))
@@ -101,7 +101,7 @@ def test_job_uploads_leave_out_the_environment_results_and_mlflow_stores() -> No
 def test_multi_worker_trials_leave_the_pools_on_an_autoscaling_cluster_unless_kept() -> None:
     """A pool holds its nodes until the search ends, so an autoscaling cluster gets a Train run
     per trial; --keep-ddp-pools keeps the pools, and each choice is said in one line."""
-    from skd_ray.search.autoscaler import pools_on_autoscaling
+    from skd_ray.search.cluster.autoscaler import pools_on_autoscaling
 
     for keep, pooled, said in ((False, False, "start their own Ray Train run"), (True, True, "train in DDP pools")):
         req, lines = search_request(workers=2), []

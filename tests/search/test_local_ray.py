@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 PROBE = """
 import os, sys
 import ray
-from skd_ray.search.cluster import connect_ray
+from skd_ray.search.cluster.connect import connect_ray
 
 connect_ray(None, temp_dir=sys.argv[1])
 

@@ -19,9 +19,9 @@ PROBE = """
 import sys, time
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table
-from skd_ray.search.cluster import connect_ray
-from skd_ray.search.orphans import actor_state
-from skd_ray.search.waiting import ResourceWatch
+from skd_ray.search.cluster.connect import connect_ray
+from skd_ray.search.cluster.orphans import actor_state
+from skd_ray.search.cluster.waiting import ResourceWatch
 
 connect_ray(None, temp_dir=sys.argv[1])
 

@@ -10,8 +10,8 @@ import asyncio
 import time
 from typing import Any
 
-from skd_ray.search.pool.mailbox import SHUTDOWN, PoolMailbox
-from skd_ray.search.pool.messages import Done, Failed, PoolJob, Report
+from skd_ray.search.execution.pool.mailbox import SHUTDOWN, PoolMailbox
+from skd_ray.search.execution.pool.messages import Done, Failed, PoolJob, Report
 
 JOB = PoolJob({"optim.lr": 0.1}, "run-1", "sqlite:///mlflow.db", 0.0)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from skd_ray.search import waiting
-from skd_ray.search.autoscaler import Activity
-from skd_ray.search.waiting import NOTICE_S, REPEAT_S, ResourceWatch
+from skd_ray.search.cluster import waiting
+from skd_ray.search.cluster.autoscaler import Activity
+from skd_ray.search.cluster.waiting import NOTICE_S, REPEAT_S, ResourceWatch
 
 PENDING = [{"placement_group_id": "a", "state": "PENDING", "bundles": [{"CPU": 1.0}]}]
 GRANTED = [{"placement_group_id": "a", "state": "CREATED", "bundles": [{"CPU": 1.0}]}]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from skd_ray.search.driver import build_search_algorithm, tpe_startup_trials
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space
+from skd_ray.search.space.definition import load_space
+from skd_ray.search.tuning.tuner import build_search_algorithm, tpe_startup_trials
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import pytest
 
 from skd_ray.errors import SkdError
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space
-from skd_ray.search.state import STATE_FILE, saved_request, write_state
+from skd_ray.search.space.definition import load_space
+from skd_ray.search.state.saved import STATE_FILE, saved_request, write_state
 
 REPO = Path(__file__).resolve().parents[2]
 

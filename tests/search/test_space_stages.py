@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from skd_ray.errors import ConfigError
-from skd_ray.search.space import SearchSpace, corner_points, load_space, subset_choices
-from skd_ray.selection.compare_space import method_space
+from skd_ray.search.space.definition import SearchSpace, corner_points, load_space, subset_choices
+from skd_ray.selection.comparison.method_spaces import method_space
 from skd_ray.training.resolve import resolve_config
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"

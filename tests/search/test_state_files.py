@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from skd_ray.errors import DiskFull, SkdError
-from skd_ray.search import closing, state_files
-from skd_ray.search.state_files import (
+from skd_ray.search.state import tune_files as state_files
+from skd_ray.search.state.tune_files import (
     BACKUP_DIR,
     TUNER_FILE,
     back_up_tune_state,
@@ -26,6 +26,7 @@ from skd_ray.search.state_files import (
     restore_tune_state,
     usable_backup,
 )
+from skd_ray.search.tuning import closing
 
 STAMP = "2026-01-01_00-00-00"
 

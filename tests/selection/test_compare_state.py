@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from skd_ray.errors import SkdError
-from skd_ray.selection.compare import resumable_search
-from skd_ray.selection.compare_space import method_space
-from skd_ray.selection.compare_state import (
+from skd_ray.selection.comparison.method_spaces import method_space
+from skd_ray.selection.comparison.record import (
     COMPARE_FILE,
     CompareState,
     MethodStep,
@@ -18,6 +17,7 @@ from skd_ray.selection.compare_state import (
     load_state,
     space_dict,
 )
+from skd_ray.selection.comparison.runner import resumable_search
 
 RECIPE = Path(__file__).resolve().parents[2] / "search_spaces" / "compare.yaml"
 NAME = "cmp_20250101-000000"

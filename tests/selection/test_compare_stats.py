@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from skd_ray.errors import SkdError
-from skd_ray.selection.compare_space import method_space, parse_methods
-from skd_ray.selection.compare_stats import paired_test, t_interval, t_quantile, t_two_sided_p
-from skd_ray.selection.compare_table import (
+from skd_ray.selection.comparison.method_spaces import method_space, parse_methods
+from skd_ray.selection.comparison.stats import paired_test, t_interval, t_quantile, t_two_sided_p
+from skd_ray.selection.comparison.table import (
     comparison_rows,
     format_csv,
     format_markdown,

@@ -6,7 +6,7 @@ import pytest
 
 from skd_ray.errors import SkdError
 from skd_ray.methods import METHODS
-from skd_ray.search.space import SearchSpace
+from skd_ray.search.space.definition import SearchSpace
 from skd_ray.selection.multi_objective import check_multi_objective, front_csv, objectives
 from skd_ray.selection.pareto import dominates, pareto_front
 

@@ -322,3 +322,17 @@ def test_unknown_compile_mode_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="train.compile"):
         digits_cfg(**{"train.compile": "fast"})
+
+
+def test_an_objective_to_minimise_keeps_the_epoch_of_the_lowest_value() -> None:
+    # A high learning rate without momentum: validation loss goes up and down over the epochs.
+    cfg = digits_cfg(method="vanilla", **{"train.epochs": 5, "optim.lr": 0.4, "eval.objective": "val_loss",
+                                          "eval.objective_mode": "min"})
+    s = session()
+    final = fit(cfg, s)
+    losses = [m["val_loss"] for m in s.history]
+    assert final["best_val_loss"] == min(losses)
+    assert [m["best_val_loss"] for m in s.history] == [min(losses[:i + 1]) for i in range(len(losses))]
+    assert s.best_state is not None and s.best_state["epoch"] == losses.index(min(losses)) + 1
+    # Accuracies keep their own best too (the leaderboard shows them beside the loss).
+    assert final["best_val_acc"] == max(m["val_acc"] for m in s.history)

@@ -14,11 +14,11 @@ from skd_ray.data import build_loader, load_data
 from skd_ray.data.batches import InMemoryLoader, TensorSplit
 from skd_ray.errors import SkdError
 from skd_ray.results.tracking import SearchRuns
-from skd_ray.search.cluster import plan_concurrency
-from skd_ray.search.driver import trial_resources
+from skd_ray.search.cluster.connect import plan_concurrency
+from skd_ray.search.execution.job import TrialSettings
 from skd_ray.search.request import SearchRequest
-from skd_ray.search.space import load_space
-from skd_ray.search.trial_job import TrialSettings
+from skd_ray.search.space.definition import load_space
+from skd_ray.search.tuning.tuner import trial_resources
 from skd_ray.training.engine import autocast_for, fit
 from skd_ray.training.resolve import resolve_config
 from skd_ray.training.session import LocalSession

@@ -1,0 +1,38 @@
+"""Ray Tune callbacks of a search (driver side)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from skd_ray.results.names import Tags
+from skd_ray.results.statuses import Status, trial_outcome
+from skd_ray.results.tracking import SearchRuns
+from skd_ray.training.metrics import EPOCH
+
+
+class ChildRunStatus(tune.Callback):
+    """Driver-side callback: closes the child run of a trial whose function never returned
+    (stopped by ASHA: early_stopped; crashed: failed with the reason)."""
+
+    def __init__(self, runs: SearchRuns, max_epochs: int) -> None:
+        self.runs = runs
+        self.max_epochs = max_epochs
+
+    def _close(self, trial: Any, status: str, reason: str | None) -> None:
+        run_id = self.runs.trial_run(trial.trial_id)
+        if run_id is None:
+            return
+        tags = self.runs.tags(run_id)
+        if tags.get(Tags.STATUS) == Status.RUNNING:
+            if status == Status.FAILED:
+                reason = tags.get(Tags.LAST_ERROR) or reason
+            self.runs.close(run_id, status, reason)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get(EPOCH, 0)
+        self._close(trial, trial_outcome(False, epoch, self.max_epochs), None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial, Status.FAILED, str(getattr(trial, "error_msg", "") or "trial raised"))
