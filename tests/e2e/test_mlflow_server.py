@@ -5,13 +5,6 @@ through MLflow's REST API, read here with plain HTTP as any client would."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +15,7 @@ import pytest
 import yaml
 
 from tests.helpers.cli_run import CliRun
+from tests.helpers.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -52,57 +46,12 @@ def finished_search(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         cli.cleanup()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(finished_search: tuple[Path, str]) -> Iterator[str]:
-    """`mlflow server` on the search's SQLite store, in its own process group; its base URL.
-    Stopped by that process group at teardown (SIGTERM, then SIGKILL)."""
+    """`mlflow server` on the search's SQLite store; its base URL."""
     workdir, _ = finished_search
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    base = f"http://127.0.0.1:{port}"
-    with open(workdir / "mlflow_server.log", "w") as log:
-        proc = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-             "--artifacts-destination", str(workdir / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_until_up(base, proc, workdir / "mlflow_server.log")
-            yield base
-        finally:
-            stop(proc)
-
-
-def wait_until_up(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    with mlflow_server(f"sqlite:///{workdir / 'mlflow.db'}", workdir) as base:
+        yield base
 
 
 def api(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: str) -> dict[str, Any]:
