@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, trial_rows
+from skd_ray.results.mlflow_ui import first_metrics, objective_first, run_path, runs_table_path, save_search_view
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status
 from skd_ray.results.tracking import client, metric_history
@@ -161,8 +162,17 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         tags.update({Tags.BEST_VALUE_PREFIX + k: show(v) for k, v in summary.searched.items()})
     tags[Tags.NOTE] = search_description(search_name, experiment_id, summary, max_epochs, study)
     # Under the trials' MLflow names: the runs table lines the parent up with its trials.
-    c.log_batch(parent_run_id, metrics=[Metric(logged_name(k) or k, v, 0, 0) for k, v in metrics.items()],
+    # The objective first: MLflow lists a run's metrics (and the compare page plots the first
+    # one) in the order they were first logged.
+    objective = rows[0].objective if rows else None
+    named = {logged_name(k) or k: v for k, v in metrics.items()}
+    first = first_metrics(objective)
+    c.log_batch(parent_run_id, metrics=[Metric(k, named[k], 0, 0) for k in objective_first(named, first)],
                 tags=[RunTag(k, v) for k, v in tags.items()])
+    try:  # cosmetic: the link in the description still opens the runs table without it
+        save_search_view(c, experiment_id, objective)
+    except Exception:  # noqa: BLE001 - e.g. a tracking server that refuses experiment tags
+        pass
     return summary
 
 
@@ -172,7 +182,7 @@ def search_description(search_name: str, experiment_id: str, s: SearchSummary, m
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in s.counts.items() if n)
     lines = [f"**{search_name}**: {sum(s.counts.values())} trials ({counts or 'none'})."]
     if s.best is not None:
-        link = f"#/experiments/{experiment_id}/runs/{s.best.run_id}"
+        link = run_path(experiment_id, s.best.run_id)
         lines.append(f"Best: **{s.best.name}**, {best_text(s.best)} "
                      f"([open its run]({link})); searched values: "
                      + (", ".join(f"`{k}`={show(v)}" for k, v in s.searched.items()) or "none") + ".")
@@ -184,5 +194,6 @@ def search_description(search_name: str, experiment_id: str, s: SearchSummary, m
     if study:
         objective = s.best.objective.best_key if s.best else "best_val_acc"
         lines.append(f"Optuna study: {study} (objective `{objective}`).")
-    lines.append("Plots: the `plots/` artifacts of this run.")
+    lines.append("Plots: the `plots/` artifacts of this run. Every trial, best first: "
+                 f"[the runs table]({runs_table_path(experiment_id)}).")
     return "\n\n".join(lines)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skd_ray.errors import SkdError, check_output_file
+from skd_ray.results.mlflow_ui import FIRST_METRICS, objective_first
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.results.statuses import REOPENED, Status, mlflow_run_status
 from skd_ray.training.metrics import SWEEP_COLUMNS, logged_name, mlflow_names, sweep_rows
@@ -328,8 +329,9 @@ class TrialTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        named = ((logged_name(k, self.chart_threshold), v) for k, v in metrics.items())
-        items = [Metric(name, float(v), now, step) for name, v in named if name is not None]
+        named = {name: v for k, v in metrics.items() if (name := logged_name(k, self.chart_threshold)) is not None}
+        # The objective first: MLflow lists a run's metrics in the order they were first logged.
+        items = [Metric(name, float(named[name]), now, step) for name in objective_first(named, FIRST_METRICS)]
         c = client(self.uri)
         for i in range(0, len(items), 500):
             _retry(lambda batch=items[i:i + 500]: c.log_batch(self.run_id, metrics=batch))
