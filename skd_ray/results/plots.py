@@ -11,6 +11,7 @@ search always gets every plot that can be drawn.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +22,17 @@ import matplotlib.colors
 import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from skd_ray.results.importance import ImportanceUnavailable, param_importances
-from skd_ray.results.leaderboard import decode_params, varying_params
+from skd_ray.results.leaderboard import TrialRow, decode_params, varying_params
 from skd_ray.results.search_data import SearchData
 from skd_ray.results.statuses import Status
 from skd_ray.training.early_exit import TradeoffPoint
 
 DPI = 110
 MAX_AXES = 10  # parallel-coordinates axes beyond this are unreadable
+TRIAL_NAME = re.compile(r"t(\d+)")  # a trial's name: `t` and its Optuna number (`t03`)
 STATUS_COLORS = {Status.COMPLETED: "tab:blue", Status.EARLY_STOPPED: "tab:orange", Status.INTERRUPTED: "tab:gray"}
 
 
@@ -52,14 +54,25 @@ def _figure(width: float = 6.4, height: float = 4.2) -> Figure:
     return fig
 
 
+def trial_axis(rows: list[TrialRow]) -> tuple[dict[str, int], dict[int, str]]:
+    """Where each trial (by run id) stands on a plot's trial axis, and the tick labels: at its
+    number with its name as the label (`t03` at 3, as the console, MLflow and Optuna call it)
+    when every trial has one; otherwise at its place in `rows` from 1, with no labels."""
+    numbers = {r.run_id: int(m.group(1)) for r in rows if (m := TRIAL_NAME.fullmatch(r.name))}
+    if len(numbers) == len(rows) and len(set(numbers.values())) == len(rows):
+        return numbers, {numbers[r.run_id]: r.name for r in rows}
+    return {r.run_id: i for i, r in enumerate(rows, 1)}, {}
+
+
 def optimization_history(data: SearchData) -> Figure:
     """Each trial's best value of the search's objective (validation accuracy unless the space
-    names another metric) in start order, and the best so far."""
+    names another metric) by trial number (`t03`, Optuna's), and the best so far."""
+    place, names = trial_axis(data.in_start_order())
     scored = {r.run_id for r in data.scored()}
-    numbered = [(i, r) for i, r in enumerate(data.in_start_order(), 1) if r.run_id in scored]
-    if not numbered:
+    ordered = sorted((r for r in data.rows if r.run_id in scored), key=lambda r: place[r.run_id])
+    if not ordered:
         raise PlotSkipped("no trial reported a validation accuracy")
-    xs, ordered = [i for i, _ in numbered], [r for _, r in numbered]
+    xs = [place[r.run_id] for r in ordered]
     fig = _figure()
     ax = fig.add_subplot()
     for status in sorted({r.status for r in ordered}):
@@ -72,9 +85,12 @@ def optimization_history(data: SearchData) -> Figure:
         running = objective.better_of(r.value, running)
         best.append(running)
     ax.step(xs, best, where="post", color="tab:red", label="best so far")
-    ax.set(xlabel="trial (start order)", ylabel=f"best {objective.metric}",
-           title=f"Optimisation history: {data.run_name}", xlim=(0.5, len(data.rows) + 0.5))
+    ax.set(xlabel="trial" if names else "trial (start order)", ylabel=f"best {objective.metric}",
+           title=f"Optimisation history: {data.run_name}",
+           xlim=(min(place.values()) - 0.5, max(place.values()) + 0.5))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if names:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: names.get(round(x), "")))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: covers no point
     return fig

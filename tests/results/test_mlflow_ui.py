@@ -1,6 +1,6 @@
 """MLflow's UI opens on a search's answer: every link skd-ray writes opens the model-training
-view, the experiment carries a runs-table view sorted by the objective, and every run lists
-the objective first."""
+view, the experiment carries a runs-table view sorted by the objective, every run lists the
+objective first, and the optimisation history names trials as everything else does (`t03`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from skd_ray.results import plots
+from skd_ray.results.leaderboard import TrialRow
 from skd_ray.results.mlflow_ui import (
     BEST_FIRST_VIEW,
     BEST_FIRST_VIEW_NAME,
@@ -23,6 +25,7 @@ from skd_ray.results.mlflow_ui import (
     saved_view,
 )
 from skd_ray.results.names import Tags
+from skd_ray.results.search_data import SearchData
 from skd_ray.results.summary import summarise_search
 from skd_ray.training.objective import Objective
 from tests.helpers.fake_search import BEST, write_fake_search
@@ -103,3 +106,25 @@ def test_the_parent_run_lists_the_objective_first_and_links_into_the_training_vi
     assert links and all(ML_WORKFLOW in link for link in links)
     assert saved_view(c, exp, BEST_FIRST_VIEW)["orderByKey"] == "metrics.`best/val/acc`"
 
+
+def test_the_optimisation_history_places_and_names_trials_by_their_number() -> None:
+    """A concurrent search starts t01 before t00 now and then: the plot follows the numbers
+    (Optuna's order) and labels its ticks with the names the console and MLflow use."""
+    started = {"t01": 0, "t00": 1, "t02": 2, "t03": 3}
+    acc = {"t00": 0.80, "t01": 0.95, "t02": 0.70, "t03": 0.90}
+    rows = [TrialRow(n, f"run_{n}", "completed", 3, acc[n], {}, {}, started[n]) for n in sorted(acc, key=acc.get,
+                                                                                                reverse=True)]
+    fig = plots.optimization_history(SearchData("e", "search", "parent", "completed", {}, {}, rows))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    points = {round(x): y for x, y in ax.collections[0].get_offsets().tolist()}
+    assert points == pytest.approx({0: 0.80, 1: 0.95, 2: 0.70, 3: 0.90})
+    labels = {round(t.get_position()[0]): t.get_text() for t in ax.get_xticklabels() if t.get_text()}
+    assert labels and all(text == f"t{x:02d}" for x, text in labels.items())
+    assert ax.get_xlabel() == "trial"
+
+
+def test_trials_without_numbers_stay_in_start_order() -> None:
+    rows = [TrialRow(n, n, "completed", 3, a, {}, {}, i) for i, (n, a) in enumerate((("b", 0.9), ("a", 0.8)))]
+    place, names = plots.trial_axis(rows)
+    assert place == {"b": 1, "a": 2} and names == {}
