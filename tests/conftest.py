@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.helpers.cli_run import CliRun
+from tests.helpers.postgres import PostgresServer
 
 
 def use_test_token() -> None:
@@ -62,3 +63,23 @@ def cli(tmp_path: Path):
     runner = CliRun(tmp_path)
     yield runner
     runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL 15 server for the whole session, started on first use (a test that
+    needs it is skipped, with the reason, where PostgreSQL is not installed)."""
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server, named after the test."""
+    import re
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return postgres_server.create_database(f"t_{name}")
