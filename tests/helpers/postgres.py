@@ -9,6 +9,7 @@ gets a database of its own from `create_database`.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -98,6 +99,8 @@ class PostgresServer:
 
     def _init_cluster(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="skd_pg_"))
+        # A process that ends without cleanup() (a script's uncaught error) leaves no server behind.
+        atexit.register(self.cleanup)
         if os.geteuid() == 0:
             user = pwd.getpwnam(SUPERUSER)
             self._owner = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
