@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))  # the simulated cluster is the tests' helper
 
 from trial_overhead import write_space  # noqa: E402  (same short vanilla search; benchmarks/ is on sys.path)
 
-from skd_ray.results.tracking import metric_history  # noqa: E402
+from skd_ray.results.store import MlflowStore  # noqa: E402
 from skd_ray.training.metrics import TIME_STARTUP_S  # noqa: E402
 from tests.helpers.fake_cluster import FakeCluster  # noqa: E402
 
@@ -62,7 +62,7 @@ def measure(nodes: int, trials: int, epochs: int, root: Path, idle_minutes: floa
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("bench")
         runs = client.search_runs([exp.experiment_id], "tags.`skd.kind` = 'trial'")
-        first = min(r.info.start_time / 1000 + metric_history(uri, r.info.run_id, TIME_STARTUP_S)[0].value
+        first = min(r.info.start_time / 1000 + MlflowStore(uri).metric_history(r.info.run_id, TIME_STARTUP_S)[0].value
                     for r in runs)
         ended = time.monotonic()
         while cluster.raylets() and time.monotonic() - ended < 300:

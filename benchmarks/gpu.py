@@ -59,6 +59,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skd_ray.results.store import MlflowStore
+
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS: dict[str, dict[str, Any]] = {
     "fp32": {"train.amp": "off", "train.channels_last": False, "train.compile": "off"},
@@ -390,9 +392,8 @@ def run_search(args: argparse.Namespace, root: Path, name: str, trials: int, gpu
 
 def trial_runs(uri: str, experiment: str) -> list[dict[str, Any]]:
     from skd_ray.results.names import Tags
-    from skd_ray.results.tracking import client
 
-    c = client(uri)
+    c = MlflowStore(uri).client
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return []

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from skd_ray.results.tracking import client, metric_history
+from skd_ray.results.store import MlflowStore
 from skd_ray.search.cluster.connect import connect_ray
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space.definition import load_space
@@ -79,11 +79,11 @@ def write_space(path: Path, space: str, dataset: str, epochs: int, subset: int, 
 def epoch_log(uri: str, experiment_id: str, parent_run_id: str) -> tuple[list[tuple[int, float, str]], list[float]]:
     """(timestamp ms, val_acc, run id) of every epoch any trial of the search trained, in time
     order, and every epoch's fraction of training time spent waiting for data."""
-    mlflow = client(uri)
+    mlflow = MlflowStore(uri).client
     runs = mlflow.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     points = [(m.timestamp, m.value, run.info.run_id)
-              for run in runs for m in metric_history(uri, run.info.run_id, VAL_ACC)]
-    waits = [m.value for run in runs for m in metric_history(uri, run.info.run_id, "time_data_frac")]
+              for run in runs for m in MlflowStore(uri).metric_history(run.info.run_id, VAL_ACC)]
+    waits = [m.value for run in runs for m in MlflowStore(uri).metric_history(run.info.run_id, "time_data_frac")]
     return sorted(points), waits
 
 

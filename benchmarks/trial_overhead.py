@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from ray import tune
 
-from skd_ray.results.tracking import client, metric_history
+from skd_ray.results.store import MlflowStore
 from skd_ray.search.cluster.connect import connect_ray
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space.definition import load_space
@@ -80,13 +80,13 @@ def measure(name: str, space_path: Path, root: Path, trials: int, workers: int, 
     wall0 = time.time()
     outcome = run_search(req)
     wall = time.time() - wall0
-    mlflow = client(uri)
+    mlflow = MlflowStore(uri).client
     runs = mlflow.search_runs([outcome.experiment_id], f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")
     rows = []
     for run in runs:
         trial_id = run.data.tags["skd.ray_trial_id"]
-        startup = metric_history(uri, run.info.run_id, TIME_STARTUP_S)
-        epochs = metric_history(uri, run.info.run_id, TIME_EPOCH_S)
+        startup = MlflowStore(uri).metric_history(run.info.run_id, TIME_STARTUP_S)
+        epochs = MlflowStore(uri).metric_history(run.info.run_id, TIME_EPOCH_S)
         first_step = run.info.start_time / 1000 + startup[0].value
         rows.append({"start": clock.started[trial_id], "startup": first_step - clock.started[trial_id],
                      "train": sum(m.value for m in epochs), "last": clock.last_result[trial_id]})

@@ -44,8 +44,9 @@ from skd_ray.results.leaderboard import (
     trial_rows,
 )
 from skd_ray.results.names import Tags
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.summary import show
-from skd_ray.results.tracking import constants_of, default_tracking_uri
+from skd_ray.results.tracking import constants_of
 from skd_ray.search.state.saved import safe_name
 from skd_ray.selection.comparison.method_spaces import REFERENCE
 from skd_ray.selection.comparison.runner import load_comparison, run_comparison
@@ -188,13 +189,13 @@ def run_search(config: PathText | None = None, *, method: str | None = None, dat
         train_run_per_trial=train_run_per_trial, keep_ddp_pools=keep_ddp_pools, address=address, storage=storage,
         mlflow_uri=mlflow_uri, experiment=experiment, seed=seed, quiet=quiet, verbose=verbose)
     check_flags(args, defaults)
-    uri = args.mlflow_uri or default_tracking_uri()
+    store = MlflowStore.of(args.mlflow_uri)
     space, experiment_name = checked_space(args, dict(overrides or {}))
-    outcome = launch_search(search_request(args, space, uri, experiment_name))
+    outcome = launch_search(search_request(args, space, store, experiment_name))
     if outcome.interrupted:
         raise KeyboardInterrupt(f"search of experiment {experiment_name!r} interrupted: finished trials are kept in "
                                 f"MLflow; `run_search.py --resume --experiment {experiment_name}` continues it")
-    return read_search(uri, experiment_name, outcome.parent_run_id, outcome.experiment_dir)
+    return read_search(store, experiment_name, outcome.parent_run_id, outcome.experiment_dir)
 
 
 def search_results(experiment: str | None = None, search: str | None = None, *, mlflow_uri: str | None = None,
@@ -203,12 +204,12 @@ def search_results(experiment: str | None = None, search: str | None = None, *, 
     MLflow only, as `--results` reads it: the latest search of `experiment` (default
     `skd-byot`, the default search's), or the one named `search` (its name or parent run id).
     `storage` is only used to find the search's folder."""
-    uri = mlflow_uri or default_tracking_uri()
+    store = MlflowStore.of(mlflow_uri)
     experiment = experiment or searched_experiment(command_line()[0])
-    parent_run_id = search_run_id(uri, experiment, search)
-    _, parent = find_search_run(uri, experiment, parent_run_id)
+    parent_run_id = search_run_id(store, experiment, search)
+    _, parent = find_search_run(store, experiment, parent_run_id)
     folder = Path(storage).resolve() / safe_name(parent.info.run_name or "")
-    return read_search(uri, experiment, parent.info.run_id, str(folder) if folder.is_dir() else None)
+    return read_search(store, experiment, parent.info.run_id, str(folder) if folder.is_dir() else None)
 
 
 def compare(methods: Sequence[str] | str, *, config: PathText | None = None, dataset: str | None = None,
@@ -237,14 +238,14 @@ def compare(methods: Sequence[str] | str, *, config: PathText | None = None, dat
         address=address, storage=storage, mlflow_uri=mlflow_uri, experiment=experiment, seed=seed, quiet=quiet,
         verbose=verbose)
     check_flags(args, defaults)
-    uri = args.mlflow_uri or default_tracking_uri()
-    state, folder = begin_compare(args, uri, {**parse_overrides(args), **dict(overrides or {})})
+    store = MlflowStore.of(args.mlflow_uri)
+    state, folder = begin_compare(args, store, {**parse_overrides(args), **dict(overrides or {})})
     outcome = run_comparison(state, folder, args.address, verbosity_of(args))
     if outcome.interrupted:
         raise KeyboardInterrupt(f"comparison {state.name} interrupted: finished searches and final evaluations are "
                                 f"kept ({folder}); `run_search.py --resume --experiment {state.experiment}` "
                                 "continues it")
-    return read_comparison(uri, state.experiment, state.parent_run_id, folder)
+    return read_comparison(store, state.experiment, state.parent_run_id, folder)
 
 
 def comparison_results(experiment: str = COMPARE_EXPERIMENT, comparison: str | None = None, *,
@@ -253,13 +254,13 @@ def comparison_results(experiment: str = COMPARE_EXPERIMENT, comparison: str | N
     """A comparison that finished before, read from its MLflow run as `--results --experiment
     skd-compare` reads it: the latest of `experiment`, or the one named `comparison` (its name
     or run id). `storage` is only used to find its folder."""
-    uri = mlflow_uri or default_tracking_uri()
-    run_id = comparison_run_id(uri, experiment, comparison)
+    store = MlflowStore.of(mlflow_uri)
+    run_id = comparison_run_id(store, experiment, comparison)
     if run_id is None:
         which = f"no comparison named {comparison!r}" if comparison else "no comparison"
-        raise SkdError(f"experiment {experiment!r} in {uri} holds {which}",
+        raise SkdError(f"experiment {experiment!r} in {store} holds {which}",
                        "pass the experiment (and mlflow_uri) the comparison wrote to")
-    return read_comparison(uri, experiment, run_id, None, storage)
+    return read_comparison(store, experiment, run_id, None, storage)
 
 
 def command_line(**options: Any) -> tuple[argparse.Namespace, Callable[[str], Any]]:
@@ -289,11 +290,11 @@ def command_line(**options: Any) -> tuple[argparse.Namespace, Callable[[str], An
     return args, parser.get_default
 
 
-def read_search(uri: str, experiment: str, parent_run_id: str, directory: str | None) -> SearchResult:
+def read_search(store: MlflowStore, experiment: str, parent_run_id: str, directory: str | None) -> SearchResult:
     """A search's answer from MLflow: its parent run, its trials ranked as the leaderboard ranks
     them, and the best one's config."""
-    experiment_id, parent = find_search_run(uri, experiment, parent_run_id)
-    rows = trial_rows(uri, experiment_id, parent.info.run_id)
+    experiment_id, parent = find_search_run(store, experiment, parent_run_id)
+    rows = trial_rows(store, experiment_id, parent.info.run_id)
     chosen = selectable(rows)
     best = chosen[0] if chosen else None
     config = best_config(rows) if best is not None else None
@@ -305,7 +306,7 @@ def read_search(uri: str, experiment: str, parent_run_id: str, directory: str | 
         best_run_id=best.run_id if best else None, best_trial=best.name if best else None, best_config=config,
         best_values={k: v for k, v in config.items() if k not in constants} if config is not None else None,
         best_value=best.value if best else None, metric=objective.best_key, mode=objective.mode,
-        trials=tuple(trial_result(r) for r in rows), tracking_uri=uri, directory=directory)
+        trials=tuple(trial_result(r) for r in rows), tracking_uri=store.uri, directory=directory)
 
 
 def trial_result(row: TrialRow) -> TrialResult:
@@ -313,12 +314,12 @@ def trial_result(row: TrialRow) -> TrialResult:
                        decode_params(row.params))
 
 
-def read_comparison(uri: str, experiment: str, run_id: str, folder: Path | None,
+def read_comparison(store: MlflowStore, experiment: str, run_id: str, folder: Path | None,
                     storage: PathText | None = None) -> ComparisonResult:
     """A finished comparison from its run's `comparison.json` (what its table and report are
     made of) and its methods' searches; `folder` (or `storage`) is where its state was saved."""
     try:
-        payload, rows = load_comparison(uri, run_id)
+        payload, rows = load_comparison(store, run_id)
     except Exception as err:  # noqa: BLE001 - an unfinished comparison has no table yet
         raise SkdError(f"comparison run {run_id} has no table ({type(err).__name__}); it has not finished",
                        "finish it with `run_search.py --resume --experiment NAME`") from None
@@ -326,18 +327,19 @@ def read_comparison(uri: str, experiment: str, run_id: str, folder: Path | None,
     if folder is None and storage is not None:
         found = Path(storage).resolve() / safe_name(name)
         folder = found if found.is_dir() else None
-    methods = {row.method: method_result(uri, experiment, row, folder) for row in rows}
+    methods = {row.method: method_result(store, experiment, row, folder) for row in rows}
     return ComparisonResult(experiment=experiment, name=name, run_id=run_id, reference=REFERENCE,
-                            seeds=tuple(int(s) for s in payload.get("seeds", [])), methods=methods, tracking_uri=uri,
+                            seeds=tuple(int(s) for s in payload.get("seeds", [])), methods=methods,
+                            tracking_uri=store.uri,
                             directory=str(folder) if folder is not None else None, table=format_text(rows))
 
 
-def method_result(uri: str, experiment: str, row: MethodRow, folder: Path | None) -> MethodResult:
+def method_result(store: MlflowStore, experiment: str, row: MethodRow, folder: Path | None) -> MethodResult:
     res = row.result
     search_dir = folder / safe_name(res["search_name"]) if folder is not None and res.get("search_name") else None
     found = search_dir if search_dir is not None and search_dir.is_dir() else None
     return MethodResult(
-        method=row.method, search=read_search(uri, experiment, res["search_run_id"], str(found) if found else None),
+        method=row.method, search=read_search(store, experiment, res["search_run_id"], str(found) if found else None),
         final_run_id=str(res.get("final_run_id", "")), best_values=dict(res.get("params", {})),
         test_acc=row.accuracies, test=row.test, vs_reference=row.vs_reference,
         time_epoch_s=finite_or_none(res.get("time_epoch_s")), time_ratio=row.time_ratio,

@@ -47,7 +47,7 @@ def one_torch_thread():
 @pytest.fixture(autouse=True)
 def keep_ray_auth_mode():
     """Commands run in this process set RAY_AUTH_MODE=token before they connect to a cluster
-    that has a token (skd_ray.search.cluster); left set, a later in-process ray.init() starts its
+    that has a token (skd_ray.search.cluster.connect); left set, a later in-process ray.init() starts its
     GCS with token authentication while the driver, whose Ray config was read earlier, sends
     none. Each test leaves the variable as it found it."""
     before = os.environ.get("RAY_AUTH_MODE")

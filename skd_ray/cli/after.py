@@ -18,7 +18,7 @@ from typing import Any
 from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, verbosity_of
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import check_reachable
+from skd_ray.results.store import MlflowStore
 from skd_ray.selection.export import ExportRequest, export_best
 from skd_ray.selection.final_eval import FinalRequest, describe, plan_final, run_final_eval
 from skd_ray.selection.final_summary import final_seeds
@@ -45,30 +45,30 @@ def check_combination(args: argparse.Namespace) -> None:
                        "run them as a separate command")
 
 
-def run_finished_search(args: argparse.Namespace, uri: str, experiment: str) -> int:
+def run_finished_search(args: argparse.Namespace, store: MlflowStore, experiment: str) -> int:
     """--export-best, then --final-top, on the latest (or --search) search of `experiment`."""
-    check_reachable(uri)
+    store.check_reachable()
     code = 0
     if args.export_best is not None:
-        export_best_model(args, uri, experiment)
+        export_best_model(args, store, experiment)
     if args.final_top is not None:
-        code = final_evaluation(args, uri, experiment)
+        code = final_evaluation(args, store, experiment)
     return code
 
 
-def export_best_model(args: argparse.Namespace, uri: str, experiment: str) -> None:
-    outcome = export_best(ExportRequest(uri, experiment, args.export_best, args.search, args.export_keep_exits))
+def export_best_model(args: argparse.Namespace, store: MlflowStore, experiment: str) -> None:
+    outcome = export_best(ExportRequest(store, experiment, args.export_best, args.search, args.export_keep_exits))
     src = outcome.metadata["source"]
     print(f"exported {src['trial']} of {src['search']} (best val_acc {src['best_val_acc']:.4f}, epoch "
           f"{src['checkpoint_epoch']}) to {outcome.directory}: model.pt2, state_dict.pt, config.json, "
           "metadata.json, README.md")
 
 
-def final_evaluation(args: argparse.Namespace, uri: str, experiment: str) -> int:
+def final_evaluation(args: argparse.Namespace, store: MlflowStore, experiment: str) -> int:
     seeds = final_seeds(args.seeds, args.seed)
     storage = str(Path(args.storage).resolve())
     req = FinalRequest(
-        tracking_uri=uri, experiment=experiment, storage=storage, top_k=args.final_top, seeds=seeds,
+        tracking_uri=store.uri, experiment=experiment, storage=storage, top_k=args.final_top, seeds=seeds,
         search=args.search, workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, address=args.address,
         verbosity=verbosity_of(args))
@@ -102,9 +102,10 @@ def objective_tags(objs: list[tuple[str, str]]) -> dict[str, str]:
     return {Tags.OBJECTIVES: ",".join(f"{m}:{d}" for m, d in objs)} if objs else {}
 
 
-def report_pareto_front(uri: str, experiment_id: str, parent_run_id: str, objs: list[tuple[str, str]]) -> None:
+def report_pareto_front(store: MlflowStore, experiment_id: str, parent_run_id: str,
+                        objs: list[tuple[str, str]]) -> None:
     """Tag, log and print the Pareto front of a finished multi-objective search."""
-    trials = record_pareto_front(uri, experiment_id, parent_run_id, objs)
+    trials = record_pareto_front(store, experiment_id, parent_run_id, objs)
     front = sum(t.on_front for t in trials)
     print(f"Pareto front ({front} of {len(trials)} completed trials; tagged skd.pareto=true in MLflow, "
           "pareto_front.json/.csv on the search run):")

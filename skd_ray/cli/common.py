@@ -11,7 +11,7 @@ from pathlib import Path
 from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.artifacts import write_report
 from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
-from skd_ray.results.tracking import client
+from skd_ray.results.store import BROWSE_PORT, MlflowStore
 from skd_ray.search.console.ray_logs import NORMAL, QUIET, VERBOSE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -25,47 +25,48 @@ def check_writable(directory: str) -> None:
     ensure_writable_directory(directory, "storage", "--storage")
 
 
-def show_results(uri: str, experiment: str, parent_run_id: str | None = None) -> int:
-    exp_id, parent = find_search_run(uri, experiment, parent_run_id)
-    rows = trial_rows(uri, exp_id, parent.info.run_id)
-    print(f"leaderboard of {parent.info.run_name} (MLflow experiment {experiment!r}, best validation accuracy):")
+def show_results(store: MlflowStore, experiment: str, parent_run_id: str | None = None) -> int:
+    exp_id, parent = find_search_run(store, experiment, parent_run_id)
+    rows = trial_rows(store, exp_id, parent.info.run_id)
+    ranked_by = rows[0].objective.describe() if rows else "val_acc (max)"
+    print(f"leaderboard of {parent.info.run_name} (MLflow experiment {experiment!r}, ranked by best {ranked_by}):")
     print(format_leaderboard(rows))
-    print_browse_hint(uri, experiment)
+    print_browse_hint(store, experiment)
     return 0
 
 
-def write_search_report(uri: str, experiment: str, report_dir: str, parent_run_id: str | None = None) -> None:
+def write_search_report(store: MlflowStore, experiment: str, report_dir: str, parent_run_id: str | None = None) -> None:
     """--results --report DIR: the search as a Markdown page with its plots, viewable without MLflow."""
-    path = write_report(uri, experiment, report_dir, parent_run_id)
+    path = write_report(store, experiment, report_dir, parent_run_id)
     print(f"report: {path} (plots beside it)")
 
 
-def print_browse_hint(uri: str, experiment: str) -> None:
-    """The command that serves this store, runnable as printed (this Python, no activated venv),
-    and the address of the experiment's runs table: MLflow 3 opens an experiment on its GenAI
-    traces page, where a training search looks empty."""
-    print(f"browse: {browse_command(uri)}")
-    print(f"        then open {runs_table_url(uri, experiment)}")
+def print_browse_hint(store: MlflowStore, experiment: str) -> None:
+    """Where to look at the search: an MLflow server's own address; for a database or a file,
+    the command that serves it, runnable as printed (this Python, no activated venv), and the
+    address of the experiment's runs table in MLflow's training view (MLflow 3 opens an
+    experiment on its GenAI pages, where a training search looks empty)."""
+    if store.is_server:
+        print(f"browse: {runs_table_url(store, experiment)}")
+        return
+    print(f"browse: {browse_command(store)}")
+    print(f"        then open {runs_table_url(store, experiment)}")
 
 
-BROWSE_PORT = 5000
-
-
-def browse_command(uri: str, port: int = BROWSE_PORT) -> str:
-    return f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(uri)} " \
+def browse_command(store: MlflowStore, port: int = BROWSE_PORT) -> str:
+    return f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(str(store))} " \
         f"--host 127.0.0.1 --port {port}"
 
 
-def runs_table_url(uri: str, experiment: str, port: int = BROWSE_PORT) -> str:
-    """`http://127.0.0.1:<port>/#/experiments/<id>/runs?workflowType=machine_learning`."""
+def runs_table_url(store: MlflowStore, experiment: str, port: int = BROWSE_PORT) -> str:
+    """`<server or http://127.0.0.1:<port>>/#/experiments/<id>/runs?workflowType=machine_learning`."""
     try:
-        found = client(uri).get_experiment_by_name(experiment)
+        found = store.experiment_id(experiment)
     except Exception:  # noqa: BLE001 - a hint: the experiment list is one click away
         found = None
-    base = f"http://127.0.0.1:{port}"
     if found is None:
-        return f"{base}/#/experiments (experiment {experiment!r})"
-    return f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+        return f"{store.browse_url(None, port)} (experiment {experiment!r})"
+    return store.browse_url(found, port)
 
 
 def verbosity_of(args: argparse.Namespace) -> int:

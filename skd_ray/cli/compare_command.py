@@ -16,7 +16,7 @@ from skd_ray.cli.preflight import check_space_data
 from skd_ray.errors import ConfigError, SkdError, ensure_writable_directory
 from skd_ray.results.leaderboard import find_search_run
 from skd_ray.results.names import Artifacts, Tags
-from skd_ray.results.tracking import check_store_usable, client
+from skd_ray.results.store import MlflowStore
 from skd_ray.search.cluster.connect import use_token_if_available
 from skd_ray.selection.comparison.method_spaces import RECIPE_FILE, method_space, parse_methods
 from skd_ray.selection.comparison.record import CompareState, comparison_folders
@@ -46,15 +46,15 @@ def recipe_path(config: str | None) -> Path:
     raise ConfigError(f"comparison recipe {name} does not exist", "pass --config search_spaces/compare.yaml")
 
 
-def run_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any], verbosity: int) -> int:
+def run_compare(args: argparse.Namespace, store: MlflowStore, overrides: dict[str, Any], verbosity: int) -> int:
     """Check everything, then run a new comparison."""
-    state, folder = begin_compare(args, uri, overrides)
+    state, folder = begin_compare(args, store, overrides)
     print(f"comparison {state.name}: {', '.join(s.method for s in state.steps)}; {args.num_samples} trials each, "
           f"then the best configuration retrained with seeds {state.seeds}; state in {folder}")
-    return finish(run_comparison(state, folder, args.address, verbosity), uri, state.experiment)
+    return finish(run_comparison(state, folder, args.address, verbosity), store, state.experiment)
 
 
-def begin_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any]) -> tuple[CompareState, Path]:
+def begin_compare(args: argparse.Namespace, store: MlflowStore, overrides: dict[str, Any]) -> tuple[CompareState, Path]:
     """Check the methods, the recipe, the data, the storage and the store (before Ray starts),
     then create the comparison's MLflow run and folder; shared with the Python API."""
     methods = parse_methods(args.compare)
@@ -67,7 +67,7 @@ def begin_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any])
     check_writable(storage)
     experiment = args.experiment or DEFAULT_EXPERIMENT
     check_comparison_names(storage, experiment, methods)
-    check_store_usable(uri, experiment)
+    store.check_usable(experiment)
     settings = {"num_samples": args.num_samples, "workers": args.workers_per_trial,
                 "cpus_per_worker": args.cpus_per_worker, "gpus_per_worker": args.gpus_per_worker,
                 "max_concurrent": args.max_concurrent, "max_failures": args.max_failures,
@@ -77,7 +77,7 @@ def begin_compare(args: argparse.Namespace, uri: str, overrides: dict[str, Any])
                 "ddp_pool": not args.train_run_per_trial, "keep_pools": args.keep_ddp_pools,
                 "resource_wait_s": args.resource_wait_timeout}
     use_token_if_available()  # before Ray is imported: its core reads the authentication mode once
-    return start_comparison(CompareRequest(methods, spaces, storage, uri, experiment, seeds, settings))
+    return start_comparison(CompareRequest(methods, spaces, storage, store, experiment, seeds, settings))
 
 
 def resumable_comparison(args: argparse.Namespace, experiment: str) -> Path | None:
@@ -91,16 +91,16 @@ def resume_compare(folder: Path, args: argparse.Namespace, verbosity: int) -> in
     state = resume_comparison(folder, args.mlflow_uri)
     if state.finished:
         print(f"comparison {state.name} already ended; nothing to resume")
-        show_comparison(state.tracking_uri, state.parent_run_id)
+        show_comparison(state.store, state.parent_run_id)
         return 0
     done = [s.method for s in state.steps if s.final_done]
     searched = [s.method for s in state.steps if s.search_done]
     print(f"resuming comparison {state.name}: searches done: {', '.join(searched) or 'none'}; "
           f"final evaluations done: {', '.join(done) or 'none'}")
-    return finish(run_comparison(state, folder, args.address, verbosity), state.tracking_uri, state.experiment)
+    return finish(run_comparison(state, folder, args.address, verbosity), state.store, state.experiment)
 
 
-def finish(outcome: CompareOutcome, uri: str, experiment: str) -> int:
+def finish(outcome: CompareOutcome, store: MlflowStore, experiment: str) -> int:
     if outcome.interrupted:
         print(f"interrupted: finished searches and final evaluations are kept ({outcome.folder}); "
               f"continue with --resume --experiment {experiment}", file=sys.stderr)
@@ -110,7 +110,7 @@ def finish(outcome: CompareOutcome, uri: str, experiment: str) -> int:
     print(format_text(outcome.rows))
     print(f"table, CSV and plot on the comparison's MLflow run {outcome.state.parent_run_id}; "
           f"state in {outcome.folder}")
-    print_browse_hint(uri, experiment)
+    print_browse_hint(store, experiment)
     return 0
 
 
@@ -119,27 +119,27 @@ def headline(name: str, rows: list[MethodRow]) -> str:
             "mean ± std over seeds, 95% t interval; Δ and p: paired t-test against vanilla)")
 
 
-def comparison_run_id(uri: str, experiment: str, search: str | None) -> str | None:
+def comparison_run_id(store: MlflowStore, experiment: str, search: str | None) -> str | None:
     """The comparison `--results` should show: the run named (or with the id) `search` when it
     is a comparison, else the comparison of the experiment's latest search; None otherwise."""
-    exp = client(uri).get_experiment_by_name(experiment)
+    exp = store.client.get_experiment_by_name(experiment)
     if exp is None:
         return None
     if search:
-        runs = client(uri).search_runs([exp.experiment_id], filter_string=f"tags.`{Tags.KIND}` = 'compare'",
+        runs = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{Tags.KIND}` = 'compare'",
                                        max_results=1000)
         return next((r.info.run_id for r in runs if search in (r.info.run_name, r.info.run_id)), None)
     try:
-        _, latest = find_search_run(uri, experiment)
+        _, latest = find_search_run(store, experiment)
     except SkdError:
         return None
     return latest.data.tags.get(Tags.COMPARE_RUN_ID)
 
 
-def show_comparison(uri: str, run_id: str, report_dir: str | None = None) -> int:
+def show_comparison(store: MlflowStore, run_id: str, report_dir: str | None = None) -> int:
     """Print a finished comparison's table; with `report_dir`, also write its report page."""
     try:
-        payload, rows = load_comparison(uri, run_id)
+        payload, rows = load_comparison(store, run_id)
     except Exception as err:  # noqa: BLE001 - an unfinished comparison has no table yet
         raise SkdError(f"comparison run {run_id} has no {Artifacts.COMPARE_JSON} ({type(err).__name__}); "
                        "it has not finished", "finish it with --resume --experiment NAME") from None

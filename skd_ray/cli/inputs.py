@@ -20,7 +20,7 @@ from skd_ray.cli.common import REPO_ROOT
 from skd_ray.errors import SkdError, check_output_folder, check_path_fits
 from skd_ray.methods import get_method_spec
 from skd_ray.results.artifacts import REPORT_FILE
-from skd_ray.results.tracking import check_sqlite_path
+from skd_ray.results.store import MlflowStore
 from skd_ray.selection.export import EXPORT_FILES
 
 
@@ -63,7 +63,7 @@ def check_paths(args: argparse.Namespace, flag_names: Mapping[str, str] | None =
     if args.export_best is not None:
         check_output_folder(args.export_best, "export directory", spelling("export_best", flag_names), EXPORT_FILES)
     if args.mlflow_uri:
-        check_sqlite_path(args.mlflow_uri)
+        MlflowStore(args.mlflow_uri).check_sqlite_path()
 
 
 def check_inputs(args: argparse.Namespace, flag_names: Mapping[str, str] | None = None) -> None:

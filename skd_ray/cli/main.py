@@ -46,7 +46,7 @@ from skd_ray.cli.train_commands import resume_search, run_debug, run_ray_search,
 from skd_ray.errors import ConfigError, SkdError, is_disk_full
 from skd_ray.methods import get_method_spec
 from skd_ray.results.leaderboard import search_run_id
-from skd_ray.results.tracking import check_store_usable, default_tracking_uri
+from skd_ray.results.store import MlflowStore
 from skd_ray.search.space.definition import SearchSpace, load_space, load_yaml
 
 
@@ -131,25 +131,25 @@ def print_error(err: SkdError, code: int) -> int:
 def run(args: argparse.Namespace, flag_names: Mapping[str, str] | None = None) -> int:
     """Run the job `args` (the combined form's Namespace) asks for; `flag_names`: the options
     its subcommand spells differently, for the errors that name them."""
-    uri = args.mlflow_uri or default_tracking_uri()
+    store = MlflowStore.of(args.mlflow_uri)
     check_flags(args, build_parser().get_default, flag_names)
     check_combination(args)
     searched = searched_experiment(args)
     if args.report and not args.results:
         raise SkdError("--report DIR writes the report of a finished search", "add --results")
     if args.results:
-        compared = comparison_run_id(uri, searched, args.search)
+        compared = comparison_run_id(store, searched, args.search)
         if compared is not None:
-            return show_comparison(uri, compared, args.report)
-        parent_run_id = search_run_id(uri, searched, args.search)
-        code = show_results(uri, searched, parent_run_id)
+            return show_comparison(store, compared, args.report)
+        parent_run_id = search_run_id(store, searched, args.search)
+        code = show_results(store, searched, parent_run_id)
         if args.report:
-            write_search_report(uri, searched, args.report, parent_run_id)
+            write_search_report(store, searched, args.report, parent_run_id)
         return code
     if wants_finished_search(args):
-        return run_finished_search(args, uri, searched)
+        return run_finished_search(args, store, searched)
     if args.compare:
-        return run_compare(args, uri, parse_overrides(args), verbosity_of(args))
+        return run_compare(args, store, parse_overrides(args), verbosity_of(args))
     if args.resume:
         compared_folder = resumable_comparison(args, searched)
         if compared_folder is not None:
@@ -157,9 +157,9 @@ def run(args: argparse.Namespace, flag_names: Mapping[str, str] | None = None) -
         return resume_search(args, searched)
     space, experiment = checked_space(args)
     if args.debug:
-        check_store_usable(uri, experiment, multi_process=False)
-        return run_debug(space, uri, experiment)
-    return run_ray_search(args, space, uri, experiment)
+        store.check_usable(experiment, multi_process=False)
+        return run_debug(space, store, experiment)
+    return run_ray_search(args, space, store, experiment)
 
 
 def searched_experiment(args: argparse.Namespace) -> str:

@@ -16,11 +16,10 @@ from skd_ray.cli.common import EXIT_INTERRUPTED, check_writable, print_browse_hi
 from skd_ray.cli.failure import FailureLog
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import FINISHED_SEARCH, Status
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import (
     SearchRuns,
     TrialTracker,
-    check_search_run,
-    check_store_usable,
 )
 from skd_ray.search.cluster.connect import use_token_if_available
 from skd_ray.search.console.ray_logs import QUIET, RAY_LOG_FILE, ray_logs_to_file
@@ -41,19 +40,19 @@ from skd_ray.training.session import LocalSession
 # Parent-run statuses of a search that ended: a resume has nothing to continue.
 
 
-def run_debug(space: Any, uri: str, experiment: str) -> int:
+def run_debug(space: Any, store: MlflowStore, experiment: str) -> int:
     """One configuration (the space's defaults + overrides) in this process, logged to MLflow."""
 
     cfg = resolve_config(space.defaults())
     flat = cfg.to_flat()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = SearchRuns.start(uri, experiment, f"debug-{stamp}", {Tags.MODE: "debug"}, {"search.space": space.path})
+    runs = SearchRuns.start(store, experiment, f"debug-{stamp}", {Tags.MODE: "debug"}, {"search.space": space.path})
     run_id = runs.start_trial(f"debug-{stamp}", "debug", flat,
                               {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: "debug"})
     print(f"debug: {cfg.method} on {cfg.data.name} ({cfg.model.backbone}), {cfg.train.epochs} epochs, in-process")
     start = time.perf_counter()
     try:
-        tracker = TrialTracker(uri, run_id, chart_threshold=cfg.eval.charted_threshold())
+        tracker = TrialTracker(store, run_id, chart_threshold=cfg.eval.charted_threshold())
         fit(cfg, LocalSession(cfg.train.device, tracker, total_epochs=cfg.train.epochs))
     except BaseException as err:  # any ending (Ctrl-C, a bug, a full disk) closes both runs
         status, reason = ending_status(err), reason_of(err)
@@ -64,15 +63,15 @@ def run_debug(space: Any, uri: str, experiment: str) -> int:
     runs.close(run_id, Status.COMPLETED)
     runs.close(None, Status.COMPLETED)
     print(f"debug run finished in {time.perf_counter() - start:.1f}s; MLflow run {run_id}")
-    print_browse_hint(uri, experiment)
+    print_browse_hint(store, experiment)
     return 0
 
 
-def run_ray_search(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> int:
-    return execute_search(search_request(args, space, uri, experiment))
+def run_ray_search(args: argparse.Namespace, space: Any, store: MlflowStore, experiment: str) -> int:
+    return execute_search(search_request(args, space, store, experiment))
 
 
-def search_request(args: argparse.Namespace, space: Any, uri: str, experiment: str) -> SearchRequest:
+def search_request(args: argparse.Namespace, space: Any, store: MlflowStore, experiment: str) -> SearchRequest:
     """A new search's request from the command line's options, once its storage, folder name
     and MLflow store are checked (no Ray yet); shared with the Python API."""
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
@@ -80,10 +79,10 @@ def search_request(args: argparse.Namespace, space: Any, uri: str, experiment: s
     check_writable(storage)
     check_search_names(storage, experiment)  # before the store gets the experiment and Ray its folder name
     check_name_unique(storage, experiment)
-    check_store_usable(uri, experiment)
+    store.check_usable(experiment)
     search_name = f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
     FailureLog.use(Path(storage) / safe_name(search_name))
-    req = SearchRequest(space=space, storage=storage, tracking_uri=uri, experiment=experiment,
+    req = SearchRequest(space=space, storage=storage, tracking_uri=store.uri, experiment=experiment,
                         search_name=search_name,
                         num_samples=args.num_samples, workers=args.workers_per_trial,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
@@ -101,7 +100,7 @@ def search_request(args: argparse.Namespace, space: Any, uri: str, experiment: s
 
 def resume_search(args: argparse.Namespace, experiment: str) -> int:
     """Continue the latest search of `experiment` with the settings it was started with; only
-    where things are (--storage, --address, --mlflow-uri) comes from this command line."""
+    where things are (--storage, --address, --mlflow-store) comes from this command line."""
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
     name = latest_search_name(storage, experiment)
@@ -115,12 +114,12 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     req.resource_wait_s = args.resource_wait_timeout
     if args.mlflow_uri:
         req.tracking_uri = args.mlflow_uri
-    check_store_usable(req.tracking_uri)
-    parent = check_search_run(req.tracking_uri, check.experiment_id, check.parent_run_id)
+    req.store.check_usable()
+    parent = req.store.check_search_run(check.experiment_id, check.parent_run_id)
     status = parent.data.tags.get(Tags.STATUS)
     if check.finished and status in FINISHED_SEARCH:
         print(f"search {name} already ended ({status}); nothing to resume")
-        show_results(req.tracking_uri, req.experiment, check.parent_run_id)
+        show_results(req.store, req.experiment, check.parent_run_id)
         return 0
     if check.backup is not None:
         restored = restore_tune_state(Path(storage) / safe_name(name), check.backup)
@@ -151,9 +150,9 @@ def execute_search(req: Any) -> int:
     print()
     print(f"search {req.search_name}: {outcome.num_trials} trials, {outcome.num_errors} failed; "
           f"results in {outcome.experiment_dir}")
-    show_results(req.tracking_uri, req.experiment, outcome.parent_run_id)
+    show_results(req.store, req.experiment, outcome.parent_run_id)
     if req.objectives and not outcome.interrupted:
-        report_pareto_front(req.tracking_uri, outcome.experiment_id, outcome.parent_run_id, req.objectives)
+        report_pareto_front(req.store, outcome.experiment_id, outcome.parent_run_id, req.objectives)
     if outcome.interrupted:
         print("interrupted: finished trials are kept in MLflow; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED

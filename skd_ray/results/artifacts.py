@@ -16,12 +16,12 @@ from skd_ray.results.markdown import render_report
 from skd_ray.results.names import Artifacts
 from skd_ray.results.plots import PLOT_TITLES, PlotSet, draw_search_plots
 from skd_ray.results.search_data import load_search_data
-from skd_ray.results.tracking import client
+from skd_ray.results.store import MlflowStore
 
 REPORT_FILE = "report.md"
 
 
-def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet | None:
+def log_search_plots(store: MlflowStore, experiment: str, parent_run_id: str) -> PlotSet | None:
     """Draw the search's plots and log them as artifacts of its parent run (under `plots/`,
     with `skipped.txt` saying why any plot is missing). Prints one line of outcome and returns
     what was logged (files as artifact paths of the parent run).
@@ -31,12 +31,12 @@ def log_search_plots(uri: str, experiment: str, parent_run_id: str) -> PlotSet |
     failed one. Any error is printed as one warning line and None is returned.
     """
     try:
-        data = load_search_data(uri, experiment, parent_run_id)
+        data = load_search_data(store, experiment, parent_run_id)
         with tempfile.TemporaryDirectory(prefix="skd_plots_") as tmp:
             plots = draw_search_plots(data, Path(tmp))
             if plots.skipped:
                 (Path(tmp) / "skipped.txt").write_text(skipped_text(plots))
-            client(uri).log_artifacts(parent_run_id, tmp, Artifacts.PLOTS_DIR)
+            store.client.log_artifacts(parent_run_id, tmp, Artifacts.PLOTS_DIR)
     except Exception as err:
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
         print(f"warning: no plots for this search ({type(err).__name__}: {first_line}); "
@@ -53,11 +53,11 @@ def skipped_text(plots: PlotSet) -> str:
     return "".join(f"{PLOT_TITLES.get(name, name)} ({name}): {reason}\n" for name, reason in plots.skipped.items())
 
 
-def write_report(uri: str, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
+def write_report(store: MlflowStore, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
     """Write `report.md` and its PNG plots into `report_dir` for the given (or latest) search
     of `experiment`; returns the path of report.md."""
     out = ensure_writable_directory(report_dir, "report directory", "--report", (REPORT_FILE,))
-    data = load_search_data(uri, experiment, parent_run_id)
+    data = load_search_data(store, experiment, parent_run_id)
     plots = draw_search_plots(data, out)
     path = out / REPORT_FILE
     path.write_text(render_report(data, plots, out), encoding="utf-8")

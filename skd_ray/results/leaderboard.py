@@ -14,7 +14,8 @@ from typing import Any
 from skd_ray.errors import SkdError
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import SELECTABLE, Status
-from skd_ray.results.tracking import client, constants_of, trial_params
+from skd_ray.results.store import MlflowStore
+from skd_ray.results.tracking import constants_of, trial_params
 from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, VAL_ACC, exit_accuracies, from_logged
 from skd_ray.training.objective import Objective
 
@@ -51,13 +52,13 @@ class TrialRow:
         return self.status in SELECTABLE and math.isfinite(self.value)
 
 
-def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None) -> tuple[str, Any]:
+def find_search_run(store: MlflowStore, experiment: str, parent_run_id: str | None = None) -> tuple[str, Any]:
     """(experiment_id, parent run) of the given or latest search in `experiment`."""
-    c = client(uri)
+    c = store.client
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
-        raise SkdError(f"no MLflow experiment named {experiment!r} in {uri}",
-                       "check --experiment and --mlflow-uri (the store the search wrote to)")
+        raise SkdError(f"no MLflow experiment named {experiment!r} in {store}",
+                       "check --experiment and --mlflow-store (the store the search wrote to)")
     if parent_run_id:
         return exp.experiment_id, c.get_run(parent_run_id)
     runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{Tags.KIND}` = 'search'",
@@ -67,9 +68,9 @@ def find_search_run(uri: str, experiment: str, parent_run_id: str | None = None)
     return exp.experiment_id, runs[0]
 
 
-def trial_rows(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
+def trial_rows(store: MlflowStore, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
     """All child runs of a search, best first by the search's objective (`rank_rows`)."""
-    c = client(uri)
+    c = store.client
     runs = c.search_runs([experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'",
                          max_results=5000)
     constants = constants_of(c.get_run(parent_run_id).data.params)
@@ -162,16 +163,16 @@ def decode_params(params: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def search_run_id(uri: str, experiment: str, search: str | None) -> str | None:
+def search_run_id(store: MlflowStore, experiment: str, search: str | None) -> str | None:
     """Parent run id of the search named `search` (its run name, as printed by a search, or
     its MLflow run id) in `experiment`; None when `search` is None (the latest search)."""
     if not search:
         return None
-    c = client(uri)
+    c = store.client
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
-        raise SkdError(f"no MLflow experiment named {experiment!r} in {uri}",
-                       "check --experiment and --mlflow-uri (the store the search wrote to)")
+        raise SkdError(f"no MLflow experiment named {experiment!r} in {store}",
+                       "check --experiment and --mlflow-store (the store the search wrote to)")
     runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{Tags.KIND}` = 'search'", max_results=5000)
     for run in runs:
         if search in (run.info.run_name, run.info.run_id):

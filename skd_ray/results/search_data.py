@@ -12,7 +12,7 @@ from typing import Any
 
 from skd_ray.results.leaderboard import TrialRow, find_search_run, trial_rows
 from skd_ray.results.names import Tags
-from skd_ray.results.tracking import client, early_exit_sweep, metric_history
+from skd_ray.results.store import MlflowStore
 from skd_ray.training.early_exit import Tradeoff, tradeoff_from_metrics
 from skd_ray.training.metrics import VAL_ACC, is_evaluation, reported_name, sweep_metrics
 
@@ -58,12 +58,12 @@ class SearchData:
         return sorted(self.rows, key=lambda r: (r.start_time, r.name))
 
 
-def load_search_data(uri: str, experiment: str, parent_run_id: str | None = None,
+def load_search_data(store: MlflowStore, experiment: str, parent_run_id: str | None = None,
                      top_n: int | None = None) -> SearchData:
     """The given (or latest) search of `experiment`: leaderboard rows, the validation curves
     of its `top_n` best trials and the early-exit trade-off of its best multi-exit trial."""
-    exp_id, parent = find_search_run(uri, experiment, parent_run_id)
-    rows = trial_rows(uri, exp_id, parent.info.run_id)
+    exp_id, parent = find_search_run(store, experiment, parent_run_id)
+    rows = trial_rows(store, exp_id, parent.info.run_id)
     tags = parent.data.tags
     data = SearchData(experiment, parent.info.run_name or parent.info.run_id, parent.info.run_id,
                       tags.get(Tags.STATUS, parent.info.status.lower()), dict(parent.data.params),
@@ -71,47 +71,47 @@ def load_search_data(uri: str, experiment: str, parent_run_id: str | None = None
     if Tags.LOG_PARAMS in tags:
         data.log_params = {k for k in tags[Tags.LOG_PARAMS].split(",") if k}
     for row in data.scored()[:top_n]:
-        data.curves[row.name] = [(m.step, m.value) for m in _history(uri, row.run_id, OBJECTIVE)]
-    data.tradeoff = best_tradeoff(uri, data.scored())
+        data.curves[row.name] = [(m.step, m.value) for m in _history(store, row.run_id, OBJECTIVE)]
+    data.tradeoff = best_tradeoff(store, data.scored())
     return data
 
 
-def best_tradeoff(uri: str, scored: list[TrialRow]) -> TradeoffOfTrial | None:
+def best_tradeoff(store: MlflowStore, scored: list[TrialRow]) -> TradeoffOfTrial | None:
     """The trade-off of the best trial whose method has early exits (a cross-method search's
     best trial may be a single-exit method), at that trial's best epoch."""
     for row in scored:
         if not any(name != "ensemble" for name in row.exit_acc):
             continue
-        metrics, epoch = metrics_at_best_epoch(uri, row.run_id)
+        metrics, epoch = metrics_at_best_epoch(store, row.run_id)
         found = tradeoff_from_metrics(metrics)
         if found is not None:
             return TradeoffOfTrial(row.name, epoch, found)
     return None
 
 
-def metrics_at_best_epoch(uri: str, run_id: str) -> tuple[dict[str, float], int]:
+def metrics_at_best_epoch(store: MlflowStore, run_id: str) -> tuple[dict[str, float], int]:
     """Every validation metric of a run at the epoch with the best `val_acc` (the first such
     epoch, as the best checkpoint is), and that epoch. The dynamic policy's metrics of one
     epoch belong together: per-metric bests would mix epochs."""
-    history = _history(uri, run_id, OBJECTIVE)
+    history = _history(store, run_id, OBJECTIVE)
     if not history:
         return {}, 0
     best = max(history, key=lambda m: (m.value, -m.step))
     out: dict[str, float] = {}
-    for key in map(reported_name, client(uri).get_run(run_id).data.metrics):
+    for key in map(reported_name, store.client.get_run(run_id).data.metrics):
         if not is_evaluation(key, "val"):
             continue
-        values = {m.step: m.value for m in _history(uri, run_id, key)}
+        values = {m.step: m.value for m in _history(store, run_id, key)}
         if best.step in values:
             out[key] = values[best.step]
     # The early-exit sweep at the other thresholds is a table, not metrics (older searches: metrics).
-    sweep = sweep_metrics(early_exit_sweep(uri, run_id), best.step)
+    sweep = sweep_metrics(store.early_exit_sweep(run_id), best.step)
     out.update({k: v for k, v in sweep.items() if is_evaluation(k, "val")})
     return out, best.step
 
 
-def _history(uri: str, run_id: str, key: str) -> list[Any]:
+def _history(store: MlflowStore, run_id: str, key: str) -> list[Any]:
     """One point per epoch, in epoch order; an epoch logged twice (a trial restarted from its
     checkpoint re-trains it) keeps its latest value."""
-    latest = {m.step: m for m in sorted(metric_history(uri, run_id, key), key=lambda m: m.timestamp)}
+    latest = {m.step: m for m in sorted(store.metric_history(run_id, key), key=lambda m: m.timestamp)}
     return [latest[step] for step in sorted(latest)]

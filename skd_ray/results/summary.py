@@ -23,7 +23,7 @@ from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, tri
 from skd_ray.results.mlflow_ui import first_metrics, objective_first, run_path, runs_table_path, save_search_view
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status
-from skd_ray.results.tracking import client, metric_history
+from skd_ray.results.store import MlflowStore
 from skd_ray.training.metrics import (
     BEST_VAL_ACC,
     EPOCHS_SAVED_FRACTION,
@@ -109,16 +109,16 @@ def best_text(row: TrialRow) -> str:
     return f"{row.objective.metric} **{row.value:.4f}** ({row.objective.mode}; val_acc {row.best_val_acc:.4f})"
 
 
-def best_epoch_of(uri: str, row: TrialRow) -> int | None:
+def best_epoch_of(store: MlflowStore, row: TrialRow) -> int | None:
     """The first epoch with the run's best value of the objective (its best checkpoint's)."""
-    history = metric_history(uri, row.run_id, row.objective.metric)
+    history = store.metric_history(row.run_id, row.objective.metric)
     if not history:
         return None
     top = row.objective.rank(history, lambda m: m.value)[0].value
     return min(m.step for m in history if m.value == top)
 
 
-def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_name: str, max_epochs: int,
+def summarise_search(store: MlflowStore, experiment_id: str, parent_run_id: str, search_name: str, max_epochs: int,
                      searched_keys: Sequence[str], labels: Mapping[str, str] | None = None,
                      study: str | None = None) -> SearchSummary:
     """Write the summary onto the parent run and name and describe every trial run (see the
@@ -126,8 +126,8 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
     says where the Optuna study is, for the description."""
     from mlflow.entities import Metric, RunTag
 
-    c = client(uri)
-    rows = trial_rows(uri, experiment_id, parent_run_id)
+    c = store.client
+    rows = trial_rows(store, experiment_id, parent_run_id)
     runs = {r.info.run_id: r for r in c.search_runs(
         [experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'", max_results=5000)}
     for row in rows:
@@ -139,7 +139,7 @@ def summarise_search(uri: str, experiment_id: str, parent_run_id: str, search_na
         c.update_run(row.run_id, name=trial_run_name(label, method, values, row.status, row.epochs))
         c.log_batch(row.run_id, tags=[
             RunTag(Tags.TRIAL_NAME, label),
-            RunTag(Tags.NOTE, trial_description(label, row, max_epochs, best_epoch_of(uri, row), values))])
+            RunTag(Tags.NOTE, trial_description(label, row, max_epochs, best_epoch_of(store, row), values))])
         row.name = label
     counts = Counter(r.status for r in rows)
     ran = [r for r in rows if r.epochs > 0]

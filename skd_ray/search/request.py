@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from skd_ray.results.store import StoreOfRequest
 from skd_ray.search.space.definition import SearchSpace
 
 
@@ -34,7 +35,7 @@ class Resources:
 
 
 @dataclass
-class SearchRequest(Resources):
+class SearchRequest(Resources, StoreOfRequest):
     """Everything a search needs, as given on the command line (the resource fields come from
     `Resources`)."""
 
@@ -71,6 +72,7 @@ class SearchRequest(Resources):
     # Console: 0 only the final summary (-q), 1 one line per trial event (default), 2 also
     # Ray Tune's tables and Ray's logs (-v); see skd_ray.search.console.ray_logs.
     verbosity: int = 1
+
 
 
 @dataclass

@@ -30,7 +30,7 @@ from skd_ray.data import build_loader
 from skd_ray.errors import SkdError, check_output_folder
 from skd_ray.results.leaderboard import decode_params, find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Artifacts
-from skd_ray.results.tracking import client
+from skd_ray.results.store import MlflowStore, StoreOfRequest
 from skd_ray.selection.final_summary import select_top_configs
 from skd_ray.training.checkpoint import load_state
 from skd_ray.training.resolve import build_run, resolve_config
@@ -51,12 +51,13 @@ class AllExits(nn.Module):
 
 
 @dataclass
-class ExportRequest:
+class ExportRequest(StoreOfRequest):
     tracking_uri: str
     experiment: str
     directory: str
     search: str | None = None  # run name or id of the search; None: the latest
     keep_exits: bool = False
+
 
 
 @dataclass
@@ -65,12 +66,12 @@ class ExportOutcome:
     metadata: dict[str, Any]
 
 
-def load_best_method(uri: str, run_id: str, flat: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+def load_best_method(store: MlflowStore, run_id: str, flat: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(method with the run's best weights in eval mode, data bundle, checkpoint state)."""
     cfg = resolve_config(flat)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client(uri).download_artifacts(run_id, Artifacts.BEST_CHECKPOINT, tmp)
+            path = store.client.download_artifacts(run_id, Artifacts.BEST_CHECKPOINT, tmp)
         except Exception as err:  # mlflow raises its own exception types for missing artifacts
             raise SkdError(f"run {run_id} has no {Artifacts.BEST_CHECKPOINT} artifact ({str(err).splitlines()[0]})",
                            "export a search whose trials finished at least one epoch") from None
@@ -98,11 +99,11 @@ def export_best(req: ExportRequest) -> ExportOutcome:
     The directory is checked first: an existing file there would otherwise be found only once
     the search is read and its model rebuilt."""
     check_output_folder(req.directory, "export directory", "--export-best", EXPORT_FILES)
-    exp_id, search = find_search_run(req.tracking_uri, req.experiment,
-                                     search_run_id(req.tracking_uri, req.experiment, req.search))
-    best = select_top_configs(trial_rows(req.tracking_uri, exp_id, search.info.run_id), 1)[0]
+    exp_id, search = find_search_run(req.store, req.experiment,
+                                     search_run_id(req.store, req.experiment, req.search))
+    best = select_top_configs(trial_rows(req.store, exp_id, search.info.run_id), 1)[0]
     flat = decode_params(best.params)
-    method, data, state = load_best_method(req.tracking_uri, best.run_id, flat)
+    method, data, state = load_best_method(req.store, best.run_id, flat)
     cfg = resolve_config(flat)
     module = AllExits(method) if req.keep_exits else method.deployable()
     example = example_input(data, cfg)

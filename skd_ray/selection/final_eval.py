@@ -21,7 +21,8 @@ from skd_ray.errors import SkdError
 from skd_ray.results.leaderboard import find_search_run, search_run_id, trial_rows
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status
-from skd_ray.results.tracking import SearchRuns, client, log_params, param_text
+from skd_ray.results.store import MlflowStore, StoreOfRequest
+from skd_ray.results.tracking import SearchRuns, param_text
 from skd_ray.search.console.ray_logs import NORMAL, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import Resources, SearchRequest
 from skd_ray.search.space.definition import SearchSpace
@@ -56,7 +57,7 @@ class FinalSpace(SearchSpace):
 
 
 @dataclass
-class FinalRequest(Resources):
+class FinalRequest(Resources, StoreOfRequest):
     """What to evaluate (a search of an experiment); the resources come from `Resources`."""
 
     tracking_uri: str
@@ -68,6 +69,7 @@ class FinalRequest(Resources):
     address: str | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)  # on the final parent run (a comparison's link)
     verbosity: int = NORMAL  # as a search's: Ray's own logs go to the retrainings' folder unless VERBOSE
+
 
 
 @dataclass
@@ -86,9 +88,9 @@ FinalPlan = tuple[Any, list[Any], FinalSpace]  # (search parent run, chosen tria
 def plan_final(req: FinalRequest) -> FinalPlan:
     """(search parent run, chosen trial rows, their final-training space), validated before
     anything starts: a stale or impossible configuration fails here with its key named."""
-    exp_id, search = find_search_run(req.tracking_uri, req.experiment,
-                                     search_run_id(req.tracking_uri, req.experiment, req.search))
-    chosen = select_top_configs(trial_rows(req.tracking_uri, exp_id, search.info.run_id), req.top_k)
+    exp_id, search = find_search_run(req.store, req.experiment,
+                                     search_run_id(req.store, req.experiment, req.search))
+    chosen = select_top_configs(trial_rows(req.store, exp_id, search.info.run_id), req.top_k)
     configs = [final_config(row.params) for row in chosen]
     for row, config in zip(chosen, configs):
         try:
@@ -98,8 +100,9 @@ def plan_final(req: FinalRequest) -> FinalPlan:
     name = safe_name(final_search_name(search.info.run_name, SAMPLE_STAMP))
     check_folder_names(req.storage, {name: "the final evaluation's folder"},
                        "pass a --storage with a shorter path (or on a file system that allows longer names)")
+    objective = chosen[0].objective  # the search's: each retraining keeps its best epoch by it
     space = FinalSpace(path=f"final evaluation of {search.info.run_name}", description="", fixed=shared_items(configs),
-                       params=[], configs=configs)
+                       params=[], metric=objective.metric, mode=objective.mode, configs=configs)
     return search, chosen, space
 
 
@@ -119,11 +122,11 @@ def run_final_eval(req: FinalRequest, plan: FinalPlan | None = None) -> FinalOut
             extra_tags={Tags.KIND: "final", Tags.SEARCH_RUN_ID: search.info.run_id,
                         Tags.SEARCH_NAME: search.info.run_name or "", **req.extra_tags},
         ))
-    log_params(req.tracking_uri, outcome.parent_run_id,
+    req.store.log_params(outcome.parent_run_id,
                {"final.top_k": req.top_k, "final.seeds": req.seeds, "final.search_run_id": search.info.run_id})
-    results = tag_final_runs(req.tracking_uri, outcome.experiment_id, outcome.parent_run_id, chosen, space.configs)
+    results = tag_final_runs(req.store, outcome.experiment_id, outcome.parent_run_id, chosen, space.configs)
     summaries = summarize(chosen, req.seeds, results)
-    log_summaries(req.tracking_uri, outcome.parent_run_id, summaries, search.info.run_name or "")
+    log_summaries(req.store, outcome.parent_run_id, summaries, search.info.run_name or "")
     return FinalOutcome(search.info.run_name or search.info.run_id, outcome.parent_run_id, outcome.experiment_dir,
                         summaries, outcome.num_errors, outcome.interrupted)
 
@@ -133,16 +136,16 @@ def logged_identity(flat: dict[str, Any]) -> dict[str, str]:
     return {k: param_text(v) for k, v in resolve_config(flat).to_flat().items() if k != SEED_KEY}
 
 
-def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: list[Any],
+def tag_final_runs(store: MlflowStore, experiment_id: str, parent_run_id: str, chosen: list[Any],
                    configs: list[dict[str, Any]]) -> list[tuple[int, int, float | None]]:
     """Link every retraining's child run to the configuration it retrained (tags: rank, source
     trial) and return `(rank, seed, test accuracy or None when it did not complete)` per run.
     A run is recognised by its logged params, which are its config's: MLflow is the only
     source, so this holds whether or not Tune wrote result files."""
     identities = [logged_identity(config) for config in configs]
-    c = client(uri)
+    c = store.client
     results: list[tuple[int, int, float | None]] = []
-    for run in SearchRuns(uri, experiment_id, parent_run_id).children():
+    for run in SearchRuns(store, experiment_id, parent_run_id).children():
         params = {k: v for k, v in run.data.params.items() if k != SEED_KEY}
         rank = next((i for i, identity in enumerate(identities, 1) if identity == params), None)
         if rank is None:
@@ -157,7 +160,7 @@ def tag_final_runs(uri: str, experiment_id: str, parent_run_id: str, chosen: lis
     return results
 
 
-def log_summaries(uri: str, parent_run_id: str, summaries: list[ConfigSummary], search_name: str) -> None:
+def log_summaries(store: MlflowStore, parent_run_id: str, summaries: list[ConfigSummary], search_name: str) -> None:
     """Per-configuration test mean/std as metrics of the final parent run; table as artifacts."""
     from mlflow.entities import Metric
 
@@ -168,7 +171,7 @@ def log_summaries(uri: str, parent_run_id: str, summaries: list[ConfigSummary], 
         for key, value in ((f"test_acc_mean.rank{s.rank}", s.mean), (f"test_acc_std.rank{s.rank}", s.std)):
             if value == value:  # NaN (no run finished, or one run for the std) is left out
                 metrics.append(Metric(key, value, now, 0))
-    c = client(uri)
+    c = store.client
     c.log_batch(parent_run_id, metrics=metrics)
     c.log_text(parent_run_id, json.dumps({"search": search_name, "configs": [s.as_dict() for s in summaries]},
                                          indent=2), "final_eval.json")

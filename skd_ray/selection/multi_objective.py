@@ -21,7 +21,8 @@ from skd_ray.methods import METHODS, get_method_spec, method_names
 from skd_ray.results.leaderboard import format_table, varying_params
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status
-from skd_ray.results.tracking import SearchRuns, client, constants_of, trial_params
+from skd_ray.results.store import MlflowStore
+from skd_ray.results.tracking import SearchRuns, constants_of, trial_params
 from skd_ray.search.space.definition import SearchSpace
 from skd_ray.selection.final_summary import param_cell
 from skd_ray.selection.pareto import pareto_front
@@ -65,11 +66,11 @@ class ParetoTrial:
     on_front: bool = False
 
 
-def evaluated_trials(uri: str, experiment_id: str, parent_run_id: str,
+def evaluated_trials(store: MlflowStore, experiment_id: str, parent_run_id: str,
                      objs: list[tuple[str, str]]) -> list[ParetoTrial]:
     """Completed trials of the search with a value for every objective (their last epoch)."""
     out = []
-    runs = SearchRuns(uri, experiment_id, parent_run_id)
+    runs = SearchRuns(store, experiment_id, parent_run_id)
     constants = constants_of(runs.client.get_run(parent_run_id).data.params)
     for run in runs.children():
         m = from_logged(run.data.metrics)
@@ -81,16 +82,16 @@ def evaluated_trials(uri: str, experiment_id: str, parent_run_id: str,
     return out
 
 
-def record_pareto_front(uri: str, experiment_id: str, parent_run_id: str,
+def record_pareto_front(store: MlflowStore, experiment_id: str, parent_run_id: str,
                         objs: list[tuple[str, str]]) -> list[ParetoTrial]:
     """Compute the front, tag every evaluated trial `skd.pareto=true|false` and log the
     front as `pareto_front.json` / `.csv` on the search's parent run; returns all trials
     (front first, by the last objective)."""
-    trials = evaluated_trials(uri, experiment_id, parent_run_id, objs)
+    trials = evaluated_trials(store, experiment_id, parent_run_id, objs)
     for i in pareto_front([t.values for t in trials], [mode for _, mode in objs]):
         trials[i].on_front = True
     trials.sort(key=lambda t: (not t.on_front, t.values[-1] if objs[-1][1] == "min" else -t.values[-1]))
-    c = client(uri)
+    c = store.client
     for t in trials:
         c.set_tag(t.run_id, Tags.PARETO, str(t.on_front).lower())
     front = [t for t in trials if t.on_front]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from skd_ray.results.store import MlflowStore
 from tests.helpers.runs import (
     FINISHED,
     check_resumed_history,
@@ -205,7 +206,7 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     from skd_ray.search.tuning.tuner import close_abandoned
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = SearchRuns.start(uri, "abandoned", "search", {}, {})
+    runs = SearchRuns.start(MlflowStore(uri), "abandoned", "search", {}, {})
     done = runs.start_trial("t_done", "t_done", {"optim.lr": 0.1}, {})
     runs.close(done, "completed")
     orphan = runs.start_trial("t_orphan", "t_orphan", {"optim.lr": 0.2}, {})

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from skd_ray.methods import METHODS
+from skd_ray.results.store import MlflowStore
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +50,9 @@ def local_ray():
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """One MLflow store and experiment for the module (creating a SQLite store takes seconds)."""
-    from skd_ray.results.tracking import get_or_create_experiment
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    return uri, get_or_create_experiment(uri, "ddp")
+    return uri, MlflowStore(uri).experiment_id("ddp", create=True)
 
 
 def observed_train_worker(loop_config: dict[str, Any]) -> None:
@@ -129,7 +129,7 @@ def ddp_run(local_ray, tracking, tmp_path_factory: pytest.TempPathFactory) -> tu
     run_ids = {m: client.create_run(experiment_id, run_name=m).info.run_id for m in sorted(METHODS)}
     jobs = {m: {"flat": {"method": m, "data.name": "digits", "data.val_fraction": 0.2, "model.width": 4,
                          "train.epochs": 1, "train.threads": 1},
-                "tracking_uri": uri, "run_id": run_ids[m]} for m in sorted(METHODS)}
+                "store": MlflowStore(uri), "run_id": run_ids[m]} for m in sorted(METHODS)}
     trainer = TorchTrainer(
         observed_train_worker,
         train_loop_config={"jobs": jobs, "observe_dir": str(observe_dir)},

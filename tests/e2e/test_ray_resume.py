@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from skd_ray.results.store import MlflowStore
+
 pytestmark = pytest.mark.slow
 
 FLAT = {"method": "srdl", "data.name": "digits", "data.val_fraction": 0.2, "model.width": 4,
@@ -51,7 +53,7 @@ def crash_once_in_epoch_3(loop_config: dict[str, Any]) -> None:
 
     first = ray.train.get_checkpoint() is None
     cfg = resolve_config(loop_config["flat"])
-    sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"])
+    sink = TrialTracker(MlflowStore(loop_config["tracking_uri"]), loop_config["run_id"])
     session = CrashingSession(cfg.train.device, sink) if first else RaySession(cfg.train.device, sink)
     fit(cfg, session)
 
@@ -74,13 +76,12 @@ def run_trainer(fn: Any, tmp_path: Path, name: str, uri: str, run_id: str) -> An
 def test_failed_worker_resumes_from_checkpoint_exactly(local_ray, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from skd_ray.results.tracking import get_or_create_experiment
     from skd_ray.search.execution.executors import train_worker
     from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = get_or_create_experiment(uri, "resume")
+    exp = MlflowStore(uri).experiment_id("resume", create=True)
     runs = {k: client.create_run(exp).info.run_id for k in ("plain", "crashed")}
     plain = run_trainer(train_worker, tmp_path, "plain", uri, runs["plain"])
     crashed = run_trainer(crash_once_in_epoch_3, tmp_path, "crashed", uri, runs["crashed"])

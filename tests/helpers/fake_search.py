@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import SearchRuns, TrialTracker
 
 THRESHOLDS = (0.5, 0.9, 0.99)
@@ -71,7 +72,7 @@ def write_fake_search(uri: str, artifacts: Path, experiment: str = "fake",
     c = MlflowClient(uri)
     c.create_experiment(experiment, artifact_location=(artifacts / experiment).as_uri())
     shared = {"train.epochs": 3, "data.name": "digits"}
-    runs = SearchRuns.start(uri, experiment, f"{experiment}_20250101-000000",
+    runs = SearchRuns.start(MlflowStore(uri), experiment, f"{experiment}_20250101-000000",
                             {"skd.space": "search_spaces/all.yaml", "skd.methods": "byot,vanilla,srdl"},
                             {"search.num_samples": len(trials), "search.seed": 0},
                             constants=None if legacy_names else shared)
@@ -82,7 +83,7 @@ def write_fake_search(uri: str, artifacts: Path, experiment: str = "fake",
             flat["method.exits"] = [1, 2]
         run_id = runs.start_trial(trial.name, trial.name, flat,
                                   {"skd.method": trial.method, "skd.trial_name": trial.name})
-        tracker = TrialTracker(uri, run_id, chart_threshold=0.9)
+        tracker = TrialTracker(MlflowStore(uri), run_id, chart_threshold=0.9)
         for epoch in range(1, len(trial.val_acc) + 1):
             metrics = epoch_metrics(trial, epoch)
             if legacy_names:

@@ -26,6 +26,7 @@ from skd_ray.results.mlflow_ui import (
 )
 from skd_ray.results.names import Tags
 from skd_ray.results.search_data import SearchData
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.summary import summarise_search
 from skd_ray.training.objective import Objective
 from tests.helpers.fake_search import BEST, write_fake_search
@@ -96,7 +97,7 @@ def test_the_parent_run_lists_the_objective_first_and_links_into_the_training_vi
     uri, c, _ = store(tmp_path)
     parent = write_fake_search(uri, tmp_path / "artifacts", "fake")
     exp = c.get_experiment_by_name("fake").experiment_id
-    summarise_search(uri, exp, parent, "fake_20250101-000000", 3, ["method.alpha", "optim.lr"])
+    summarise_search(MlflowStore(uri), exp, parent, "fake_20250101-000000", 3, ["method.alpha", "optim.lr"])
     run = c.get_run(parent)
     assert next(iter(run.data.metrics)) == "best/val/acc"
     assert run.data.metrics["best/val/acc"] == pytest.approx(max(BEST.val_acc))

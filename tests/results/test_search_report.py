@@ -13,6 +13,7 @@ from skd_ray.cli import main
 from skd_ray.results import importance
 from skd_ray.results.artifacts import log_search_plots, write_report
 from skd_ray.results.plots import PLOTS
+from skd_ray.results.store import MlflowStore
 from tests.helpers.fake_search import BEST, TRIALS, write_fake_search
 
 
@@ -32,7 +33,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_report_has_leaderboard_best_config_early_exit_and_plots(store: dict[str, str], tmp_path: Path) -> None:
-    path = write_report(store["uri"], "fake", tmp_path / "report")
+    path = write_report(MlflowStore(store["uri"]), "fake", tmp_path / "report")
     assert path == tmp_path / "report" / "report.md"
     text = path.read_text()
     assert text.startswith("# Search `fake_20250101-000000`")
@@ -61,7 +62,7 @@ def test_report_has_leaderboard_best_config_early_exit_and_plots(store: dict[str
 
 
 def test_plots_are_artifacts_of_the_parent_run(store: dict[str, str], capsys: pytest.CaptureFixture) -> None:
-    logged = log_search_plots(store["uri"], "fake", store["fake"])
+    logged = log_search_plots(MlflowStore(store["uri"]), "fake", store["fake"])
     assert logged is not None and logged.skipped == {}
     artifacts = {a.path: a.file_size for a in MlflowClient(store["uri"]).list_artifacts(store["fake"], "plots")}
     assert set(artifacts) == {f"plots/{name}.png" for name in PLOTS}
@@ -71,7 +72,7 @@ def test_plots_are_artifacts_of_the_parent_run(store: dict[str, str], capsys: py
 
 def test_plots_that_cannot_be_drawn_are_explained_in_the_parent_run(store: dict[str, str], tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    logged = log_search_plots(store["uri"], "single", store["single"])
+    logged = log_search_plots(MlflowStore(store["uri"]), "single", store["single"])
     assert logged is not None and set(logged.skipped) == {"param_importances", "parallel_coordinates",
                                                           "method_comparison"}
     out = capsys.readouterr().out
@@ -81,12 +82,12 @@ def test_plots_that_cannot_be_drawn_are_explained_in_the_parent_run(store: dict[
     assert "plots/skipped.txt" in names and "plots/early_exit_tradeoff.png" in names
     skipped = Path(client.download_artifacts(store["single"], "plots/skipped.txt", str(tmp_path))).read_text()
     assert "Parameter importances (param_importances): needs at least 2 finished trials" in skipped
-    report = write_report(store["uri"], "single", tmp_path / "single").read_text()
+    report = write_report(MlflowStore(store["uri"]), "single", tmp_path / "single").read_text()
     assert "Not drawn:" in report and "- Best accuracy per method: needs finished trials of at least 2" in report
 
 
 def test_a_plotting_problem_never_fails_the_search(store: dict[str, str], capsys: pytest.CaptureFixture) -> None:
-    assert log_search_plots(store["uri"], "fake", "no-such-run-id") is None
+    assert log_search_plots(MlflowStore(store["uri"]), "fake", "no-such-run-id") is None
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: no plots for this search (")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from skd_ray.results.tracking import _retry
+from skd_ray.results.store import retry as _retry
 
 
 def test_a_concurrent_schema_creation_is_retried_then_succeeds() -> None:

@@ -14,6 +14,7 @@ from skd_ray.cli.common import browse_command, runs_table_url
 from skd_ray.cli.main import build_parser
 from skd_ray.cli.train_commands import verbosity_of
 from skd_ray.results.names import Tags
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.summary import summarise_search, trial_run_name
 from skd_ray.search.console.progress import SearchProgress
 from skd_ray.search.console.ray_logs import NORMAL, QUIET, VERBOSE, ray_logs_to_file, tune_verbosity
@@ -117,9 +118,9 @@ def test_optuna_learns_the_best_epoch_of_the_objective_in_its_direction() -> Non
 def test_browse_hint_is_runnable_and_opens_the_runs_table(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     write_fake_search(uri, tmp_path / "artifacts", "fake")
-    assert " -m mlflow ui --backend-store-uri " in browse_command(uri)
-    assert runs_table_url(uri, "fake").endswith("/#/experiments/1/runs?workflowType=machine_learning")
-    assert "experiment 'nope'" in runs_table_url(uri, "nope")
+    assert " -m mlflow ui --backend-store-uri " in browse_command(MlflowStore(uri))
+    assert runs_table_url(MlflowStore(uri), "fake").endswith("/#/experiments/1/runs?workflowType=machine_learning")
+    assert "experiment 'nope'" in runs_table_url(MlflowStore(uri), "nope")
 
 
 def test_trial_run_name_shows_the_trial_and_an_asha_stop() -> None:
@@ -137,7 +138,8 @@ def test_parent_run_summarises_the_search(tmp_path: Path) -> None:
     parent = write_fake_search(uri, tmp_path / "artifacts", "fake")
     c = MlflowClient(uri)
     exp_id = c.get_experiment_by_name("fake").experiment_id
-    summary = summarise_search(uri, exp_id, parent, "fake_20250101-000000", 3, ["method.alpha", "optim.lr"])
+    summary = summarise_search(MlflowStore(uri), exp_id, parent, "fake_20250101-000000", 3,
+                               ["method.alpha", "optim.lr"])
     run = c.get_run(parent)
     m, tags = run.data.metrics, run.data.tags
     # Under the trials' grouped names, so MLflow's runs table and charts line them up.

@@ -10,10 +10,11 @@ import asyncio
 import time
 from typing import Any
 
+from skd_ray.results.store import MlflowStore
 from skd_ray.search.execution.pool.mailbox import SHUTDOWN, PoolMailbox
 from skd_ray.search.execution.pool.messages import Done, Failed, PoolJob, Report
 
-JOB = PoolJob({"optim.lr": 0.1}, "run-1", "sqlite:///mlflow.db", 0.0)
+JOB = PoolJob({"optim.lr": 0.1}, "run-1", MlflowStore("sqlite:///mlflow.db"), 0.0)
 
 
 def run(coro: Any) -> Any:

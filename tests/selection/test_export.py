@@ -12,6 +12,7 @@ import torch
 
 from skd_ray.data import build_loader
 from skd_ray.errors import SkdError
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import SearchRuns, TrialTracker
 from skd_ray.selection.export import ExportRequest, export_best, load_best_method
 from skd_ray.training.engine import evaluate_split, fit
@@ -31,10 +32,10 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("export")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg = resolve_config(FLAT)
-    runs = SearchRuns.start(uri, EXPERIMENT, "export-test_20250101-000000", {}, {})
+    runs = SearchRuns.start(MlflowStore(uri), EXPERIMENT, "export-test_20250101-000000", {}, {})
     run_id = runs.start_trial("trial-0", "trial-0", cfg.to_flat(),
                               {"skd.trial_name": "trial-0", "skd.method": "byot"})
-    final = fit(cfg, LocalSession("cpu", TrialTracker(uri, run_id), echo=False))
+    final = fit(cfg, LocalSession("cpu", TrialTracker(MlflowStore(uri), run_id), echo=False))
     runs.close(run_id, "completed")
     runs.close(None, "completed")
     return {"root": root, "uri": uri, "run_id": run_id, "cfg": cfg, "final": final}
@@ -55,7 +56,7 @@ def test_deployable_model_runs_in_plain_torch_like_predict(tracked: dict[str, An
     weights = torch.load(out / "state_dict.pt")
     assert weights and not [k for k in weights if "heads" in k or "hint" in k]
 
-    method, data, _ = load_best_method(tracked["uri"], tracked["run_id"], tracked["cfg"].to_flat())
+    method, data, _ = load_best_method(MlflowStore(tracked["uri"]), tracked["run_id"], tracked["cfg"].to_flat())
     batches = list(build_loader(data, "test", tracked["cfg"]))
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     with torch.no_grad():
@@ -71,7 +72,7 @@ def test_keep_exits_exports_every_exit(tracked: dict[str, Any], tmp_path: Path) 
     out = tmp_path / "all"
     outcome = export_best(ExportRequest(tracked["uri"], EXPERIMENT, str(out), keep_exits=True))
     assert outcome.metadata["outputs"] == ["exit1", "exit3", "final"]
-    method, data, _ = load_best_method(tracked["uri"], tracked["run_id"], tracked["cfg"].to_flat())
+    method, data, _ = load_best_method(MlflowStore(tracked["uri"]), tracked["run_id"], tracked["cfg"].to_flat())
     x = next(iter(build_loader(data, "test", tracked["cfg"])))[0][:33]
     with torch.no_grad():
         expected = method.predict(x)

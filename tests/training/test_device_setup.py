@@ -18,6 +18,7 @@ import torch
 from skd_ray.config import TrainLoopConfig
 from skd_ray.errors import ConfigError, GpuShareExceeded, SkdError
 from skd_ray.results.names import Tags
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import setup_tags
 from skd_ray.training import engine
 from skd_ray.training.engine import fit
@@ -233,10 +234,10 @@ def test_a_tracked_run_carries_what_ran_as_tags(tmp_path: Any) -> None:
     from skd_ray.results.tracking import SearchRuns, TrialTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = SearchRuns.start(uri, "setup-tags", "setup-tags_20250101-000000", {}, {})
+    runs = SearchRuns.start(MlflowStore(uri), "setup-tags", "setup-tags_20250101-000000", {}, {})
     cfg = digits()
     run_id = runs.start_trial("trial-0", "trial-0", cfg.to_flat(), {})
-    fit(cfg, LocalSession("cpu", TrialTracker(uri, run_id), echo=False))
+    fit(cfg, LocalSession("cpu", TrialTracker(MlflowStore(uri), run_id), echo=False))
     tags = runs.tags(run_id)
     assert {k: tags.get(k) for k in (Tags.DEVICE, Tags.AMP, Tags.CHANNELS_LAST, Tags.CUDNN_BENCHMARK)} == {
         Tags.DEVICE: "cpu", Tags.AMP: "off", Tags.CHANNELS_LAST: "false", Tags.CUDNN_BENCHMARK: "false"}

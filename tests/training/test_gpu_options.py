@@ -13,6 +13,7 @@ import torch
 from skd_ray.data import build_loader, load_data
 from skd_ray.data.batches import InMemoryLoader, TensorSplit
 from skd_ray.errors import SkdError
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.cluster.connect import plan_concurrency
 from skd_ray.search.execution.job import TrialSettings
@@ -97,7 +98,8 @@ def test_a_trial_needing_more_gpus_than_the_cluster_has_is_refused() -> None:
 
 def settings(workers: int, gpus: float) -> TrialSettings:
     return TrialSettings(space=load_space(REPO / "search_spaces" / "vanilla.yaml"),
-                         runs=SearchRuns("sqlite:///x.db", "1", "r"), storage_path="/tmp/x", workers=workers,
+                         runs=SearchRuns(MlflowStore("sqlite:///x.db"), "1", "r"), storage_path="/tmp/x",
+                         workers=workers,
                          gpus_per_worker=gpus)
 
 

@@ -57,7 +57,7 @@ class InTrialProcess:
     """Train a one-worker trial right here; Tune restarts it from its checkpoint on failure."""
 
     def train(self, job: TrialJob) -> Trained:
-        tracker = TrialTracker(job.settings.runs.uri, job.run_id, chart_threshold=job.cfg.eval.charted_threshold())
+        tracker = TrialTracker(job.settings.runs.store, job.run_id, chart_threshold=job.cfg.eval.charted_threshold())
         session = TuneTrialSession(job.cfg.train.device, tracker, job.started_at, job.settings.gpus_per_worker)
         try:
             metrics = fit(job.cfg, session)
@@ -78,7 +78,7 @@ class InPool:
         import ray
         from ray import tune
 
-        pool_job = PoolJob(job.flat, job.run_id, job.settings.runs.uri, job.started_at)
+        pool_job = PoolJob(job.flat, job.run_id, job.settings.runs.store, job.started_at)
         with PoolLink(ray.get_actor(job.settings.pool), job.trial_id, pool_job, tune.get_checkpoint()) as link:
             for event in link.events():
                 if isinstance(event, Report):
@@ -95,7 +95,7 @@ class InPool:
 def train_worker(loop_config: dict[str, Any]) -> dict[str, str] | None:
     """Ray Train loop on every worker: resolve the config and run the generic engine."""
     cfg = resolve_config(loop_config["flat"])
-    sink = TrialTracker(loop_config["tracking_uri"], loop_config["run_id"],
+    sink = TrialTracker(loop_config["store"], loop_config["run_id"],
                         chart_threshold=cfg.eval.charted_threshold())
     session = None
     try:
@@ -135,7 +135,7 @@ class TrainRunPerTrial:
         use_gpu = settings.gpus_per_worker > 0
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"flat": job.flat, "run_id": job.run_id, "tracking_uri": settings.runs.uri,
+            train_loop_config={"flat": job.flat, "run_id": job.run_id, "store": settings.runs.store,
                                "started_at": job.started_at, "gpus_per_worker": settings.gpus_per_worker},
             scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
                                                    resources_per_worker=settings.worker_bundle()),

@@ -54,7 +54,7 @@ from skd_ray.search.space.stages import (
     uses_stages,
 )
 from skd_ray.training.metrics import VAL_ACC
-from skd_ray.training.objective import Objective
+from skd_ray.training.objective import MODES, Objective
 from skd_ray.training.resolve import resolve_config
 
 TYPES = ("float", "int", "categorical", "subset")
@@ -127,7 +127,9 @@ class SearchSpace:
     def __post_init__(self) -> None:
         """Every trial carries the objective in its config (`eval.objective`, see
         `skd_ray.training.objective`): its engine keeps the best epoch by it."""
-        objective = Objective(self.metric, self.mode)  # refuses a mode that is neither max nor min
+        if self.mode not in MODES:
+            raise ConfigError(f"{self.path}: mode must be max or min", "use mode: max")
+        objective = Objective(self.metric, self.mode)
         for key, value in objective.config().items():
             if self.fixed.get(key, value) != value:
                 raise ConfigError(f"{self.path}: fixed {key}={self.fixed[key]!r} contradicts the space's "
@@ -417,8 +419,6 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
 def validate_space(space: SearchSpace) -> None:
     """Resolve the default config of every method, and each range end / choice against it,
     so wrong keys, types, impossible exit placements and out-of-range bounds fail now."""
-    if space.mode not in ("max", "min"):
-        raise ConfigError(f"{space.path}: mode must be max or min", "use mode: max")
     known = set(space.fixed) | {p.key for p in space.params}
     for p in space.params:
         for cond in p.when:

@@ -54,7 +54,7 @@ def write_summary(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns
     raises: the results are safe in MLflow, a summary problem is one warning line."""
     try:
         labels = {trial_id: label(trial_id) for trial_id in list(NUMBERS)}
-        summary = summarise_search(runs.uri, runs.experiment_id, runs.parent_run_id, name, max_epochs,
+        summary = summarise_search(runs.store, runs.experiment_id, runs.parent_run_id, name, max_epochs,
                                    [p.key for p in req.space.params], labels,
                                    f"{exp_dir / STUDY_FILE} (study {name})")
     except Exception as err:  # noqa: BLE001

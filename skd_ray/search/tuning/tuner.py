@@ -73,7 +73,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
                            "or drop --resume to start a new search")
         state = read_state(exp_dir)
-        runs = SearchRuns(req.tracking_uri, state["experiment_id"], state["parent_run_id"])
+        runs = SearchRuns(req.store, state["experiment_id"], state["parent_run_id"])
         runs.reopen()
         runs.load_constants()
     else:
@@ -81,7 +81,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             raise SkdError(f"a search named {name} already exists under {req.storage}",
                            "pass --resume to continue it, or a new --experiment name")
         runs = SearchRuns.start(
-            req.tracking_uri, req.experiment, name,
+            req.store, req.experiment, name,
             {Tags.SPACE: req.space.path, Tags.METHODS: ",".join(req.space.methods()),
              Tags.LOG_PARAMS: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
             {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
@@ -141,7 +141,7 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRun
         close_abandoned(runs, exp_dir / STUDY_FILE, name)
         runs.close(None, Status.COMPLETED if not results.num_errors else Status.COMPLETED_WITH_ERRORS)
     write_summary(req, exp_dir, name, runs, max_epochs)  # never raises
-    log_search_plots(runs.uri, req.experiment, runs.parent_run_id)  # never raises: prints a warning instead
+    log_search_plots(runs.store, req.experiment, runs.parent_run_id)  # never raises: prints a warning instead
     return SearchOutcome(runs.experiment_id, runs.parent_run_id, str(exp_dir), len(results), results.num_errors,
                          interrupted)
 

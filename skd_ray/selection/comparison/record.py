@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from skd_ray.errors import SkdError
+from skd_ray.results.store import StoreOfRequest
 from skd_ray.search.space.definition import Param, SearchSpace
 from skd_ray.search.state.saved import safe_name
 
@@ -33,7 +34,7 @@ class MethodStep:
 
 
 @dataclass
-class CompareState:
+class CompareState(StoreOfRequest):
     name: str
     experiment: str
     experiment_id: str
@@ -55,6 +56,7 @@ class CompareState:
         tmp = folder / (COMPARE_FILE + ".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
         os.replace(tmp, folder / COMPARE_FILE)
+
 
 
 def space_dict(space: SearchSpace) -> dict[str, Any]:

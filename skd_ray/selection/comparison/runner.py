@@ -29,12 +29,9 @@ import torch
 from skd_ray.models.flops import count_macs
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.results.statuses import FINISHED_SEARCH, REOPENED, Status
+from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import (
     SearchRuns,
-    check_search_run,
-    client,
-    log_params,
-    metric_history,
 )
 from skd_ray.search.console.ray_logs import RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchRequest
@@ -111,7 +108,7 @@ def start_comparison(req: CompareRequest) -> tuple[CompareState, Path]:
     folder = Path(req.storage) / safe_name(name)
     folder.mkdir(parents=True, exist_ok=False)
     runs = SearchRuns.start(
-        req.tracking_uri, req.experiment, safe_name(name),
+        req.store, req.experiment, safe_name(name),
         {Tags.KIND: "compare", Tags.METHODS: ",".join(req.methods)},
         {"compare.methods": req.methods, "compare.seeds": req.seeds,
          **{f"search.{k}": v for k, v in req.settings.items()},
@@ -130,8 +127,8 @@ def resume_comparison(folder: Path, tracking_uri: str | None) -> CompareState:
     state = load_state(folder)
     if tracking_uri:
         state.tracking_uri = tracking_uri
-    check_search_run(state.tracking_uri, state.experiment_id, state.parent_run_id)
-    SearchRuns(state.tracking_uri).reopen(state.parent_run_id)
+    state.store.check_search_run(state.experiment_id, state.parent_run_id)
+    SearchRuns(state.store).reopen(state.parent_run_id)
     return state
 
 
@@ -149,20 +146,20 @@ def run_comparison(state: CompareState, folder: Path, address: str | None, verbo
         record_comparison(state, rows)
         state.finished = True
         state.save(folder)
-        SearchRuns(state.tracking_uri).close(state.parent_run_id, Status.COMPLETED)
+        SearchRuns(state.store).close(state.parent_run_id, Status.COMPLETED)
         return CompareOutcome(state, folder, rows, False)
     except BaseException as err:  # Ctrl-C between steps, a bug, a lost store: resumable
         with contextlib.suppress(Exception):
             state.save(folder)
             status = Status.INTERRUPTED if isinstance(err, KeyboardInterrupt) else Status.FAILED
-            SearchRuns(state.tracking_uri).close(state.parent_run_id, status,
+            SearchRuns(state.store).close(state.parent_run_id, status,
                              None if status == Status.INTERRUPTED else f"{type(err).__name__}: {err}")
         raise
 
 
 def stopped(state: CompareState, folder: Path) -> CompareOutcome:
     state.save(folder)
-    SearchRuns(state.tracking_uri).close(state.parent_run_id, Status.INTERRUPTED)
+    SearchRuns(state.store).close(state.parent_run_id, Status.INTERRUPTED)
     return CompareOutcome(state, folder, [], True)
 
 
@@ -183,7 +180,7 @@ def run_method_search(state: CompareState, step: MethodStep, folder: Path, addre
                             experiment=state.experiment, search_name=step.search_name,
                             extra_tags=link_tags(state, step.method), **state.settings)
     elif step.search_done:  # it had ended before the interruption
-        client(state.tracking_uri).set_tag(state.parent_run_id, Tags.COMPARE_SEARCH + step.method, step.search_run_id)
+        state.store.client.set_tag(state.parent_run_id, Tags.COMPARE_SEARCH + step.method, step.search_run_id)
         return True
     req.address, req.verbosity = address, verbosity
     print(f"comparison {state.name}: {step.method}: {'resuming' if req.resume else 'searching'} "
@@ -191,7 +188,7 @@ def run_method_search(state: CompareState, step: MethodStep, folder: Path, addre
     with ray_logs_to_file(folder / safe_name(step.search_name) / RAY_LOG_FILE, verbosity):
         outcome = run_search(req)
     step.search_run_id = outcome.parent_run_id
-    client(state.tracking_uri).set_tag(state.parent_run_id, Tags.COMPARE_SEARCH + step.method, outcome.parent_run_id)
+    state.store.client.set_tag(state.parent_run_id, Tags.COMPARE_SEARCH + step.method, outcome.parent_run_id)
     if outcome.interrupted:
         state.save(folder)
         return False
@@ -211,14 +208,14 @@ def resumable_search(state: CompareState, step: MethodStep, folder: Path) -> Sea
         return None
     if not tune.Tuner.can_restore(str(exp_dir)):
         with contextlib.suppress(Exception):
-            SearchRuns(state.tracking_uri).close(read_state(exp_dir)["parent_run_id"], Status.FAILED,
+            SearchRuns(state.store).close(read_state(exp_dir)["parent_run_id"], Status.FAILED,
                              "the comparison was stopped before Ray Tune saved this search; it was started again")
         step.search_name = f"{step.search_name}-again"
         state.save(folder)
         return resumable_search(state, step, folder)
     check = check_resumable(str(folder), step.search_name)
     step.search_run_id = check.parent_run_id
-    parent = check_search_run(state.tracking_uri, check.experiment_id, check.parent_run_id)
+    parent = state.store.check_search_run(check.experiment_id, check.parent_run_id)
     if check.finished and parent.data.tags.get(Tags.STATUS) in FINISHED_SEARCH:
         step.search_done = True
         state.save(folder)
@@ -244,7 +241,7 @@ def run_method_final(state: CompareState, step: MethodStep, folder: Path, addres
     print(f"comparison {state.name}: {step.method}: retraining {plan[1][0].name} with seeds {state.seeds}")
     outcome = run_final_eval(req, plan)
     step.final_run_id = outcome.parent_run_id
-    client(state.tracking_uri).set_tag(state.parent_run_id, Tags.COMPARE_FINAL + step.method, outcome.parent_run_id)
+    state.store.client.set_tag(state.parent_run_id, Tags.COMPARE_FINAL + step.method, outcome.parent_run_id)
     if outcome.interrupted:
         state.save(folder)
         return False
@@ -259,12 +256,12 @@ def close_superseded_finals(state: CompareState, method: str) -> None:
     leaves its runs `running`, Ctrl-C `interrupted`): a final evaluation is run again in full,
     so those runs will never be continued."""
     reason = "the comparison stopped during this final evaluation; --resume retrained the method again"
-    found = client(state.tracking_uri).search_runs(
+    found = state.store.client.search_runs(
         [state.experiment_id], filter_string=f"tags.`{Tags.COMPARE_RUN_ID}` = '{state.parent_run_id}' and "
         f"tags.`{Tags.COMPARE_METHOD}` = '{method}' and tags.`{Tags.KIND}` = 'final'", max_results=1000)
     for run in found:
         if run.data.tags.get(Tags.STATUS) in (None, *REOPENED):  # None: never closed
-            final = SearchRuns(state.tracking_uri, state.experiment_id, run.info.run_id)
+            final = SearchRuns(state.store, state.experiment_id, run.info.run_id)
             for child in final.open_trials():
                 final.close(child, Status.FAILED, reason)
             final.close(None, Status.FAILED, reason)
@@ -282,15 +279,15 @@ def method_result(state: CompareState, step: MethodStep, plan: Any, outcome: Any
             "final_run_id": outcome.parent_run_id, "best_trial": row.name, "search_val_acc": row.best_val_acc,
             "params": {k: flat[k] for k in searched if k in flat}, "seeds": list(state.seeds),
             "test_acc": {str(k): v for k, v in sorted(summary.test_acc.items())},
-            "time_epoch_s": epoch_seconds(state.tracking_uri, state.experiment_id, outcome.parent_run_id),
+            "time_epoch_s": epoch_seconds(state.store, state.experiment_id, outcome.parent_run_id),
             "macs": inference_macs(flat)}
 
 
-def epoch_seconds(uri: str, experiment_id: str, final_run_id: str) -> float | None:
+def epoch_seconds(store: MlflowStore, experiment_id: str, final_run_id: str) -> float | None:
     """Mean `time_epoch_s` over every epoch of every finished retraining."""
-    values = [m.value for run in SearchRuns(uri, experiment_id, final_run_id).children()
+    values = [m.value for run in SearchRuns(store, experiment_id, final_run_id).children()
               if run.data.tags.get(Tags.STATUS) == Status.COMPLETED
-              for m in metric_history(uri, run.info.run_id, TIME_EPOCH_S)]
+              for m in store.metric_history(run.info.run_id, TIME_EPOCH_S)]
     return statistics.fmean(values) if values else None
 
 
@@ -311,7 +308,7 @@ def record_comparison(state: CompareState, rows: list[MethodRow]) -> None:
     """The table (JSON, Markdown, CSV), the plot, metrics and a description on the comparison's run."""
     from mlflow.entities import Metric
 
-    c = client(state.tracking_uri)
+    c = state.store.client
     now = int(time.time() * 1000)
     metrics = []
     for r in rows:
@@ -326,7 +323,7 @@ def record_comparison(state: CompareState, rows: list[MethodRow]) -> None:
         out = write_files(state_payload(state), rows, Path(tmp))
         c.log_artifacts(state.parent_run_id, str(out))
     c.set_tag(state.parent_run_id, Tags.NOTE, description(state, rows))
-    log_params(state.tracking_uri, state.parent_run_id,
+    state.store.log_params(state.parent_run_id,
                {f"best.{r.method}.{k}": v for r in rows for k, v in r.result.get("params", {}).items()})
 
 
@@ -375,9 +372,9 @@ def description(state: CompareState, rows: list[MethodRow]) -> str:
                       f"{Artifacts.COMPARE_PLOT}.", "", *links])
 
 
-def load_comparison(uri: str, run_id: str) -> tuple[dict[str, Any], list[MethodRow]]:
+def load_comparison(store: MlflowStore, run_id: str) -> tuple[dict[str, Any], list[MethodRow]]:
     """A finished comparison read back from its run's `comparison.json`."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = client(uri).download_artifacts(run_id, Artifacts.COMPARE_JSON, tmp)
+        path = store.client.download_artifacts(run_id, Artifacts.COMPARE_JSON, tmp)
         payload = json.loads(Path(path).read_text(encoding="utf-8"))
     return payload, comparison_rows(payload["results"])

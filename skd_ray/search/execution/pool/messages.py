@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from skd_ray.results.store import MlflowStore
+
 
 @dataclass(frozen=True)
 class PoolJob:
@@ -17,7 +19,7 @@ class PoolJob:
 
     flat: dict[str, Any]
     run_id: str
-    tracking_uri: str
+    store: MlflowStore  # the trial's MLflow store (pickles as its URI)
     started_at: float
     # The trial's last checkpoint as bytes in Ray's object store, in a one-element list so
     # Ray passes the reference rather than the bytes; None for a fresh start.

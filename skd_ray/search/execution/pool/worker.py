@@ -142,7 +142,7 @@ def run_job(key: str, job: PoolJob, mailbox: Any, rank: int, gpu_share: float = 
     import ray
 
     cfg = resolve_config(job.flat)
-    sink = TrialTracker(job.tracking_uri, job.run_id, chart_threshold=cfg.eval.charted_threshold()) \
+    sink = TrialTracker(job.store, job.run_id, chart_threshold=cfg.eval.charted_threshold()) \
         if rank == 0 else None
     event: PoolEvent | None = None
     session = None

@@ -1,0 +1,317 @@
+"""One MLflow tracking store: its URI and the one client every reader and writer uses.
+
+The command line and the Python API build an `MlflowStore` from `--mlflow-uri` (or the
+default SQLite file) once, check it, and pass the object down: the search's runs, every
+trial's tracker, the leaderboard, the summary, plots, reports, export, the final evaluation
+and the comparison all read and write through it, as Lightning's `MLFlowLogger` or Optuna's
+storages hold one connection. A process makes its client once, on first use; the object
+pickles as its URI, so a Ray trial process that receives it makes its own client there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from skd_ray.errors import SkdError, check_output_file
+from skd_ray.results.names import Artifacts
+from skd_ray.training.metrics import mlflow_names
+
+T = TypeVar("T")
+
+# Tracking-store schemes MLflow can open (a bare path is a file store).
+STORE_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+SQLITE_HEADER = b"SQLite format 3\x00"
+BROWSE_PORT = 5000
+DATABASE_CONNECT_TIMEOUT_S = 5
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3 opens GenAI pages without it
+
+
+def default_tracking_uri() -> str:
+    """`sqlite:///<cwd>/mlflow.db`, absolute so Ray workers in other directories find it."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+class MlflowStore:
+    """An MLflow tracking store (SQLite file, database server or MLflow server) and its client."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._client: Any = None
+
+    @classmethod
+    def of(cls, store: MlflowStore | str | None) -> MlflowStore:
+        """The store named by `store`: an object as it is, a URI, or None for the default file."""
+        if isinstance(store, MlflowStore):
+            return store
+        return cls(str(store) if store else default_tracking_uri())
+
+    # ---- identity and pickling -------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.uri, self._client = state["uri"], None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MlflowStore) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def __repr__(self) -> str:
+        return f"MlflowStore({masked(self.uri)!r})"
+
+    def __str__(self) -> str:
+        """The URI as messages print it: a password in it is shown as ***."""
+        return masked(self.uri)
+
+    @property
+    def client(self) -> Any:
+        """This process's `MlflowClient` for the store, made on first use."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            # MLflow draws a progress bar for every artifact it downloads (one per epoch for
+            # the early-exit table it appends to): noise in a trial's log. A user's own setting wins.
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            # Nor a "View run ... / View experiment ..." line per closed run on a server's console.
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    @property
+    def scheme(self) -> str:
+        scheme, sep, _ = self.uri.partition(":")
+        return scheme if sep and len(scheme) > 1 else "file"
+
+    @property
+    def is_database(self) -> bool:
+        """A database server MLflow opens through SQLAlchemy (PostgreSQL, MySQL, SQL Server)."""
+        return self.scheme.split("+")[0] in ("postgresql", "mysql", "mssql")
+
+    @property
+    def is_server(self) -> bool:
+        """An MLflow tracking server (http/https), as opposed to a database or a file."""
+        return self.scheme in ("http", "https")
+
+    # ---- checks before any work starts ----------------------------------------------
+    def check_reachable(self) -> None:
+        """Fail fast with one clear line when the tracking store cannot be used."""
+        self.check_sqlite_path()
+        if self.scheme == "sqlite" and self.uri.startswith("sqlite:///"):
+            path = Path(self.uri.removeprefix("sqlite:///"))
+            parent = path.parent if str(path) else Path.cwd()
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise SkdError(f"MLflow store {self} is not writable",
+                               "pass --mlflow-uri with a writable location")
+            return
+        if self.is_server:
+            import urllib.error
+            import urllib.request
+
+            try:
+                urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5).read()
+            except (urllib.error.URLError, OSError) as err:
+                raise SkdError(f"MLflow server {self} cannot be reached ({getattr(err, 'reason', err)})",
+                               "start it (see docs/cluster.md: the MLflow server) or pass another --mlflow-uri"
+                               ) from None
+        if self.is_database:
+            self._check_database_reachable()
+
+    def _check_database_reachable(self) -> None:
+        """One connection with a short timeout: MLflow itself retries a database that does not
+        answer for almost two minutes, printing a warning each time."""
+        import sqlalchemy
+
+        connect_args = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S} if self.scheme.startswith("postgresql") else {}
+        try:
+            engine = sqlalchemy.create_engine(self.uri, connect_args=connect_args)
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as err:  # noqa: BLE001 - driver errors differ by database
+            first = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
+            raise SkdError(f"MLflow database {self} cannot be reached ({first})",
+                           "start the database (see docs/cluster.md) or pass another --mlflow-uri") from None
+
+    def check_sqlite_path(self) -> None:
+        """The file of an SQLite store must be one the file system can hold, under folders, not
+        files: SQLite reports either only as `unable to open database file`, and a name too long
+        for the file system makes the checks below raise an OSError instead of answering."""
+        uri = self.uri
+        path = uri.removeprefix("sqlite:///").partition("?")[0] if uri.startswith("sqlite:///") else ""
+        if path and ":memory:" not in path:
+            check_output_file(path, "MLflow store", "--mlflow-uri")
+
+    def check_usable(self, experiment: str | None = None, *, multi_process: bool = True) -> None:
+        """Open the tracking store, read it and write to it before any work starts, so a store
+        that passes `check_reachable` but cannot work (a file that is not a database, a folder,
+        an unknown scheme, an in-memory SQLite that every trial process would see empty) is one
+        clear error instead of a traceback in every trial. The write is creating `experiment`
+        when it does not exist yet (the search would create it anyway); with no experiment the
+        store is only read."""
+        self.check_reachable()
+        scheme, sep, rest = self.uri.partition(":")
+        if sep and len(scheme) > 1 and scheme not in STORE_SCHEMES:
+            raise SkdError(f"MLflow tracking URI {self} has the unknown scheme {scheme!r}",
+                           "use sqlite:///<path>.db, postgresql://..., http(s)://host:port or another scheme "
+                           "MLflow supports")
+        if scheme == "sqlite":
+            self._check_sqlite_store(rest, multi_process)
+        try:
+            retry(lambda: self._probe(experiment), transient=TRANSIENT_ON_CREATION)
+        except Exception as err:  # MlflowException, SQLAlchemy and driver errors alike
+            first = " ".join(str(err).split())[:300]
+            raise SkdError(f"MLflow store {self} cannot be used ({type(err).__name__}: {first})",
+                           "pass --mlflow-uri with a working store, e.g. sqlite:///$PWD/mlflow.db") from None
+
+    def _probe(self, experiment: str | None) -> None:
+        self._client = None  # a client whose store creation failed half-way starts again
+        self.client.search_experiments(max_results=1)
+        if experiment is not None:
+            self.experiment_id(experiment, create=True)
+
+    def _check_sqlite_store(self, rest: str, multi_process: bool) -> None:
+        """An SQLite store must be a file (or not exist yet) holding an SQLite database, and on
+        disk when several processes log to it."""
+        uri = self.uri
+        if rest in ("", "//", "///:memory:") or ":memory:" in rest or "mode=memory" in rest:
+            if multi_process:
+                raise SkdError(f"MLflow store {uri} is an in-memory SQLite database, which each trial process "
+                               "would see empty", "pass --mlflow-uri sqlite:///<path>.db (a file)")
+            return
+        path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+        if path.is_dir():
+            raise SkdError(f"MLflow store {uri} is a folder, not an SQLite file",
+                           "pass --mlflow-uri sqlite:///<folder>/mlflow.db")
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open("rb") as fh:
+                if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise SkdError(f"MLflow store {uri} is a file that is not an SQLite database",
+                                   "pass --mlflow-uri with a new file name or an MLflow database")
+
+    def check_search_run(self, experiment_id: str, run_id: str) -> Any:
+        """The parent run of a saved search, read before a resume changes anything; returns it."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception as err:  # MlflowException: RESOURCE_DOES_NOT_EXIST, or the store fails
+            raise SkdError(f"the search's MLflow run {run_id} is not in {self} "
+                           f"({' '.join(str(err).split())[:200]})",
+                           "pass the --mlflow-uri the search was started with") from None
+        if run.info.experiment_id != experiment_id:
+            raise SkdError(f"MLflow run {run_id} in {self} belongs to another experiment than the saved search's",
+                           "pass the --mlflow-uri the search was started with")
+        return run
+
+    # ---- reading and writing ---------------------------------------------------------
+    def experiment_id(self, name: str, *, create: bool = False) -> str | None:
+        """The id of experiment `name`; created when missing and `create` (another process
+        creating it at the same moment is fine), else None."""
+        c = self.client
+        exp = c.get_experiment_by_name(name)
+        if exp is not None or not create:
+            return exp.experiment_id if exp is not None else None
+        try:
+            return c.create_experiment(name)
+        except Exception:  # another process created it concurrently
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log params once, in batches of 100 (MLflow's per-request limit)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, param_text(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        """MLflow's history of reported metric `key` in a run, under its grouped name or, for a
+        run logged before the grouping, its old one."""
+        for name in mlflow_names(key):
+            history = self.client.get_metric_history(run_id, name)
+            if history:
+                return list(history)
+        return []
+
+    def early_exit_sweep(self, run_id: str) -> list[dict[str, Any]]:
+        """The rows of a run's early-exit sweep table (`TrialTracker`), in the order they were
+        logged; [] for a run without one (single-exit methods, searches logged before the table)."""
+        import tempfile
+
+        c = self.client
+        if not any(f.path == Artifacts.EARLY_EXIT_SWEEP for f in c.list_artifacts(run_id)):
+            return []
+        with tempfile.TemporaryDirectory() as tmp:
+            table = json.loads(Path(c.download_artifacts(run_id, Artifacts.EARLY_EXIT_SWEEP, tmp)).read_text())
+        return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+    # ---- where a person browses it ---------------------------------------------------
+    def browse_url(self, experiment_id: str | None = None, port: int = BROWSE_PORT) -> str:
+        """Where the experiment's runs table opens in MLflow's training view: the server's own
+        address for an MLflow server, else the local `mlflow ui` that `browse_command` starts."""
+        base = self.uri.rstrip("/") if self.is_server else f"http://127.0.0.1:{port}"
+        if experiment_id is None:
+            return f"{base}/#/experiments?{ML_VIEW}"
+        return f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+
+
+class StoreOfRequest:
+    """For a request that names its store by `tracking_uri` (a string: requests are saved as
+    JSON and rebuilt on resume): `store`, the one `MlflowStore` of that URI for the request's
+    work, made again only when the URI is changed (a resume pointed at another --mlflow-uri)."""
+
+    @property
+    def store(self) -> MlflowStore:
+        uri = self.tracking_uri
+        cached = self.__dict__.get("_store")
+        if cached is None or cached.uri != uri:
+            cached = self.__dict__["_store"] = MlflowStore(uri)
+        return cached
+
+
+# What a store being created by another process at the same moment (a second search, an
+# `mlflow ui`, `--results`) or a busy SQLite file reports for a moment.
+TRANSIENT_ON_CREATION = ("locked", "already exists", "Online migration", "duplicate key", "UniqueViolation",
+                         "alembic_version")
+
+
+def retry(fn: Callable[[], T], attempts: int = 5, transient: tuple[str, ...] = ("locked",)) -> T:
+    """SQLite stores can report 'database is locked' under concurrent trials, and a new store
+    whose tables another process is creating at the same moment reports 'table ... already
+    exists' or a half-done migration: retry briefly."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # mlflow raises MlflowException wrapping OperationalError
+            if not any(word in str(err) for word in transient) or i == attempts - 1:
+                raise
+            time.sleep(0.2 * (i + 1))
+    raise AssertionError("unreachable")
+
+
+def masked(uri: str) -> str:
+    """`uri` with the password of its user part shown as *** (for messages and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return uri
+
+
+def param_text(value: Any) -> str:
+    """How a config value is stored as an MLflow param: strings as they are, anything else as
+    JSON (true, null, [1, 2]) so that it reads back with json.loads."""
+    return value if isinstance(value, str) else json.dumps(value)
