@@ -20,7 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, trial_rows
-from skd_ray.results.mlflow_ui import first_metrics, objective_first, run_path, runs_table_path, save_search_view
+from skd_ray.results.mlflow_ui import (
+    BEST_FIRST_VIEW,
+    first_metrics,
+    objective_first,
+    run_path,
+    runs_table_path,
+    save_search_view,
+)
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status
 from skd_ray.results.store import MlflowStore
@@ -160,25 +167,27 @@ def summarise_search(store: MlflowStore, experiment_id: str, parent_run_id: str,
         tags[Tags.BEST_RUN_ID] = top.run_id
         tags[Tags.BEST_TRIAL] = top.name
         tags.update({Tags.BEST_VALUE_PREFIX + k: show(v) for k, v in summary.searched.items()})
-    tags[Tags.NOTE] = search_description(search_name, experiment_id, summary, max_epochs, study)
-    # Under the trials' MLflow names: the runs table lines the parent up with its trials.
-    # The objective first: MLflow lists a run's metrics (and the compare page plots the first
-    # one) in the order they were first logged.
     objective = rows[0].objective if rows else None
+    view: str | None = BEST_FIRST_VIEW
+    try:  # cosmetic: without it the description links to MLflow's own runs table
+        save_search_view(c, experiment_id, objective)
+    except Exception:  # noqa: BLE001 - e.g. a tracking server that refuses experiment tags
+        view = None  # a link to a view that does not exist ends on MLflow's GenAI pages
+    tags[Tags.NOTE] = search_description(search_name, experiment_id, summary, max_epochs, study, view)
+    # Under the trials' MLflow names, so the runs table lines the parent up with its trials; the
+    # objective first, as MLflow lists a run's metrics (and its compare page plots the first
+    # one) in the order they were first logged.
     named = {logged_name(k) or k: v for k, v in metrics.items()}
     first = first_metrics(objective)
     c.log_batch(parent_run_id, metrics=[Metric(k, named[k], 0, 0) for k in objective_first(named, first)],
                 tags=[RunTag(k, v) for k, v in tags.items()])
-    try:  # cosmetic: the link in the description still opens the runs table without it
-        save_search_view(c, experiment_id, objective)
-    except Exception:  # noqa: BLE001 - e.g. a tracking server that refuses experiment tags
-        pass
     return summary
 
 
 def search_description(search_name: str, experiment_id: str, s: SearchSummary, max_epochs: int,
-                       study: str | None) -> str:
-    """The parent run's Markdown description: the answer first, then how it was reached."""
+                       study: str | None, view: str | None = BEST_FIRST_VIEW) -> str:
+    """The parent run's Markdown description: the answer first, then how it was reached; its
+    link to the runs table opens saved view `view` (None: MLflow's own table)."""
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in s.counts.items() if n)
     lines = [f"**{search_name}**: {sum(s.counts.values())} trials ({counts or 'none'})."]
     if s.best is not None:
@@ -195,5 +204,5 @@ def search_description(search_name: str, experiment_id: str, s: SearchSummary, m
         objective = s.best.objective.best_key if s.best else "best_val_acc"
         lines.append(f"Optuna study: {study} (objective `{objective}`).")
     lines.append("Plots: the `plots/` artifacts of this run. Every trial, best first: "
-                 f"[the runs table]({runs_table_path(experiment_id)}).")
+                 f"[the runs table]({runs_table_path(experiment_id, view)}).")
     return "\n\n".join(lines)

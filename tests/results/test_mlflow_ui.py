@@ -27,7 +27,7 @@ from skd_ray.results.mlflow_ui import (
 from skd_ray.results.names import Tags
 from skd_ray.results.search_data import SearchData
 from skd_ray.results.store import MlflowStore
-from skd_ray.results.summary import summarise_search
+from skd_ray.results.summary import SearchSummary, search_description, summarise_search
 from skd_ray.training.objective import Objective
 from tests.helpers.fake_search import BEST, write_fake_search
 
@@ -106,6 +106,15 @@ def test_the_parent_run_lists_the_objective_first_and_links_into_the_training_vi
     assert runs_table_path(exp) in links
     assert links and all(ML_WORKFLOW in link for link in links)
     assert saved_view(c, exp, BEST_FIRST_VIEW)["orderByKey"] == "metrics.`best/val/acc`"
+
+
+def test_without_the_saved_view_the_description_links_to_mlflows_own_table() -> None:
+    """A link to a view that is not there makes MLflow say so and open the experiment on its
+    GenAI pages: when the view could not be saved, the link names none."""
+    summary = SearchSummary(None, {"completed": 0}, 0, 0)
+    assert f"]({runs_table_path('4')})" in search_description("s", "4", summary, 3, None)
+    plain = search_description("s", "4", summary, 3, None, view=None)
+    assert f"]({runs_table_path('4', view=None)})" in plain and "viewStateShareKey" not in plain
 
 
 def test_the_optimisation_history_places_and_names_trials_by_their_number() -> None:
