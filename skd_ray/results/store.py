@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from skd_ray.errors import SkdError, check_output_file
+from skd_ray.results.databases import prepare_mlflow_store
 from skd_ray.results.names import Artifacts
 from skd_ray.training.metrics import mlflow_names
 
@@ -81,6 +82,7 @@ class MlflowStore:
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             # Nor a "View run ... / View experiment ..." line per closed run on a server's console.
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            prepare_mlflow_store(self.uri)  # a new database is created in full by one process at a time
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
