@@ -166,28 +166,33 @@ def run_search(config: PathText | None = None, *, method: str | None = None, dat
            overrides: Mapping[str, Any] | None = None, num_samples: int = 8, max_epochs: int | None = None,
            workers_per_trial: int = 1, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
            max_concurrent: int | None = None, max_failures: int = 2, resource_wait_timeout: float = 900.0,
+           tracking_outage_limit: float = 900.0,
            grace_period: int = 2, sampler: str = "tpe", early_stopping: bool = True, default_trial: bool = True,
            always_ray_train: bool = False, train_run_per_trial: bool = False, keep_ddp_pools: bool = False,
            address: str | None = None, storage: PathText = "skd_results", mlflow_uri: str | None = None,
-           experiment: str | None = None, seed: int | None = None, quiet: bool = False,
-           verbose: bool = False) -> SearchResult:
+           optuna_storage: str | None = None, experiment: str | None = None, seed: int | None = None,
+           quiet: bool = False, verbose: bool = False) -> SearchResult:
     """Run a hyperparameter search on Ray Tune + Optuna, as `run_search.py` with the same options
     does, and return its answer read back from MLflow.
 
     `config` is the search-space file (default `search_spaces/<method>.yaml`, byot without
     either); `overrides` fixes config values (`{"optim.lr": 0.1}`, the command line's `--set`),
     after `dataset`, `backbone`, `max_epochs` and `seed`. `early_stopping=False` and
-    `default_trial=False` are `--no-early-stopping` and `--no-default-trial`. Everything is
+    `default_trial=False` are `--no-early-stopping` and `--no-default-trial`; `optuna_storage`
+    (`--optuna-storage`) is the database of the search's Optuna study, e.g.
+    `postgresql://USER@HOST/optuna` (default: `optuna.db` in its folder). Everything is
     checked before Ray starts (local, or the cluster at `address`); Ray stays up in this
     process for the next call."""
     args, defaults = command_line(
         config=config, method=method, dataset=dataset, data_dir=data_dir, backbone=backbone, num_samples=num_samples,
         max_epochs=max_epochs, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker, max_concurrent=max_concurrent, max_failures=max_failures,
-        resource_wait_timeout=resource_wait_timeout, grace_period=grace_period, sampler=sampler,
+        resource_wait_timeout=resource_wait_timeout, tracking_outage_limit=tracking_outage_limit,
+        grace_period=grace_period, sampler=sampler,
         no_early_stopping=not early_stopping, no_default_trial=not default_trial, always_ray_train=always_ray_train,
         train_run_per_trial=train_run_per_trial, keep_ddp_pools=keep_ddp_pools, address=address, storage=storage,
-        mlflow_uri=mlflow_uri, experiment=experiment, seed=seed, quiet=quiet, verbose=verbose)
+        mlflow_uri=mlflow_uri, optuna_storage=optuna_storage, experiment=experiment, seed=seed, quiet=quiet,
+        verbose=verbose)
     check_flags(args, defaults)
     store = MlflowStore.of(args.mlflow_uri)
     space, experiment_name = checked_space(args, dict(overrides or {}))
@@ -220,8 +225,8 @@ def compare(methods: Sequence[str] | str, *, config: PathText | None = None, dat
             grace_period: int = 2, sampler: str = "tpe", early_stopping: bool = True, default_trial: bool = True,
             always_ray_train: bool = False, train_run_per_trial: bool = False, keep_ddp_pools: bool = False,
             address: str | None = None, storage: PathText = "skd_results", mlflow_uri: str | None = None,
-            experiment: str | None = None, seed: int | None = None, quiet: bool = False,
-            verbose: bool = False) -> ComparisonResult:
+            optuna_storage: str | None = None, experiment: str | None = None, seed: int | None = None,
+            quiet: bool = False, verbose: bool = False) -> ComparisonResult:
     """Compare self-KD methods as `run_search.py --compare` does: one search per method on the
     shared recipe (`config`, default `search_spaces/compare.yaml`) with the same budget, then
     each method's best configuration retrained with `seeds` seeds (`seed`, `seed`+1, ...) and
@@ -235,8 +240,8 @@ def compare(methods: Sequence[str] | str, *, config: PathText | None = None, dat
         max_failures=max_failures, resource_wait_timeout=resource_wait_timeout, grace_period=grace_period,
         sampler=sampler, no_early_stopping=not early_stopping, no_default_trial=not default_trial,
         always_ray_train=always_ray_train, train_run_per_trial=train_run_per_trial, keep_ddp_pools=keep_ddp_pools,
-        address=address, storage=storage, mlflow_uri=mlflow_uri, experiment=experiment, seed=seed, quiet=quiet,
-        verbose=verbose)
+        address=address, storage=storage, mlflow_uri=mlflow_uri, optuna_storage=optuna_storage,
+        experiment=experiment, seed=seed, quiet=quiet, verbose=verbose)
     check_flags(args, defaults)
     store = MlflowStore.of(args.mlflow_uri)
     state, folder = begin_compare(args, store, {**parse_overrides(args), **dict(overrides or {})})

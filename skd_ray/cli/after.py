@@ -57,7 +57,7 @@ def run_finished_search(args: argparse.Namespace, store: MlflowStore, experiment
 
 
 def export_best_model(args: argparse.Namespace, store: MlflowStore, experiment: str) -> None:
-    outcome = export_best(ExportRequest(store, experiment, args.export_best, args.search, args.export_keep_exits))
+    outcome = export_best(ExportRequest(store.uri, experiment, args.export_best, args.search, args.export_keep_exits))
     src = outcome.metadata["source"]
     print(f"exported {src['trial']} of {src['search']} (best val_acc {src['best_val_acc']:.4f}, epoch "
           f"{src['checkpoint_epoch']}) to {outcome.directory}: model.pt2, state_dict.pt, config.json, "

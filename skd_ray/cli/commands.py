@@ -35,8 +35,9 @@ def build_parser(prog: str = SEARCH_SCRIPT) -> argparse.ArgumentParser:
     for dest in ("config", "method", "compare", "dataset", "data_dir", "backbone", "num_samples", "max_epochs",
                  "workers_per_trial", "always_ray_train", "train_run_per_trial", "keep_ddp_pools",
                  "cpus_per_worker", "gpus_per_worker", "max_concurrent", "max_failures", "resource_wait_timeout",
-                 "grace_period", "sampler", "no_early_stopping", "no_default_trial", "address", "storage",
-                 "mlflow_uri", "experiment", "seed", "set", "debug", "results", "report", "resume"):
+                 "tracking_outage_limit", "grace_period", "sampler", "no_early_stopping", "no_default_trial",
+                 "address", "storage", "mlflow_uri", "optuna_storage", "experiment", "seed", "set", "debug",
+                 "results", "report", "resume"):
         known[dest].add_to(p, dest, combined=True)
     loud = p.add_mutually_exclusive_group()
     for dest in OUTPUT.dests:
@@ -63,6 +64,7 @@ class Command:
 
 THE_SEARCH = Group("the finished search", ("search",))
 FINISHED_STORE = STORE.only("mlflow_uri", "experiment")
+FINAL_STORE = STORE.only("storage", "mlflow_uri", "experiment")  # a final evaluation samples nothing: no study
 COMPARE_SETTINGS = {"config": {"help": "the shared recipe (default: search_spaces/compare.yaml); each method's "
                                        "own space file is read from its folder"},
                     "experiment": {"help": "MLflow experiment name (default: skd-compare)"}}
@@ -82,12 +84,13 @@ COMMANDS: dict[str, Command] = {
         old=("results", "--results"), new="results"),
     "resume": Command(
         "continue the latest search (or comparison) of --experiment with the settings it was started with",
-        (STORE, CLUSTER.only("address", "resource_wait_timeout"), OUTPUT), mode={"resume": True},
+        (STORE, CLUSTER.only("address", "resource_wait_timeout", "tracking_outage_limit"), OUTPUT),
+        mode={"resume": True},
         old=("resume", "--resume"), new="resume",
         details="Only where things are (--storage, --mlflow-uri, --address) comes from this command line."),
     "final": Command(
         "retrain a finished search's best configurations with several seeds and report their test accuracy",
-        (Group("final evaluation", ("final_top", "seeds", "seed")), THE_SEARCH, STORE,
+        (Group("final evaluation", ("final_top", "seeds", "seed")), THE_SEARCH, FINAL_STORE,
          CLUSTER.only("address", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent"),
          OUTPUT),
         old=("final_top", "--final-top K"), new="final --top K",

@@ -11,6 +11,7 @@ from pathlib import Path
 from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.artifacts import write_report
 from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
+from skd_ray.results.mlflow_ui import BEST_FIRST_VIEW, VIEW_TAG_PREFIX
 from skd_ray.results.store import BROWSE_PORT, MlflowStore
 from skd_ray.search.console.ray_logs import NORMAL, QUIET, VERBOSE
 
@@ -59,14 +60,16 @@ def browse_command(store: MlflowStore, port: int = BROWSE_PORT) -> str:
 
 
 def runs_table_url(store: MlflowStore, experiment: str, port: int = BROWSE_PORT) -> str:
-    """`<server or http://127.0.0.1:<port>>/#/experiments/<id>/runs?workflowType=machine_learning`."""
+    """`<server or http://127.0.0.1:<port>>/#/experiments/<id>/runs?workflowType=machine_learning`,
+    in the search's best-first view when its experiment has one."""
     try:
-        found = store.experiment_id(experiment)
+        found = store.client.get_experiment_by_name(experiment)
     except Exception:  # noqa: BLE001 - a hint: the experiment list is one click away
         found = None
     if found is None:
-        return f"{store.browse_url(None, port)} (experiment {experiment!r})"
-    return store.browse_url(found, port)
+        return f"{store.browse_url(None, port=port)} (experiment {experiment!r})"
+    view = BEST_FIRST_VIEW if VIEW_TAG_PREFIX + BEST_FIRST_VIEW in found.tags else None
+    return store.browse_url(found.experiment_id, view, port)
 
 
 def verbosity_of(args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ from skd_ray.results.leaderboard import find_search_run
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.results.store import MlflowStore
 from skd_ray.search.cluster.connect import use_token_if_available
+from skd_ray.search.state.live import hold_search
+from skd_ray.search.state.study import StudyStorage
 from skd_ray.selection.comparison.method_spaces import RECIPE_FILE, method_space, parse_methods
 from skd_ray.selection.comparison.record import CompareState, comparison_folders
 from skd_ray.selection.comparison.runner import (
@@ -68,6 +70,7 @@ def begin_compare(args: argparse.Namespace, store: MlflowStore, overrides: dict[
     experiment = args.experiment or DEFAULT_EXPERIMENT
     check_comparison_names(storage, experiment, methods)
     store.check_usable(experiment)
+    StudyStorage(args.optuna_storage, storage).check_usable(store.uri)
     settings = {"num_samples": args.num_samples, "workers": args.workers_per_trial,
                 "cpus_per_worker": args.cpus_per_worker, "gpus_per_worker": args.gpus_per_worker,
                 "max_concurrent": args.max_concurrent, "max_failures": args.max_failures,
@@ -75,9 +78,10 @@ def begin_compare(args: argparse.Namespace, store: MlflowStore, overrides: dict[
                 "sampler": args.sampler, "early_stopping": not args.no_early_stopping,
                 "start_from_defaults": not args.no_default_trial, "always_ray_train": args.always_ray_train,
                 "ddp_pool": not args.train_run_per_trial, "keep_pools": args.keep_ddp_pools,
-                "resource_wait_s": args.resource_wait_timeout}
+                "optuna_storage": args.optuna_storage,
+                "resource_wait_s": args.resource_wait_timeout, "tracking_outage_s": args.tracking_outage_limit}
     use_token_if_available()  # before Ray is imported: its core reads the authentication mode once
-    return start_comparison(CompareRequest(methods, spaces, storage, store, experiment, seeds, settings))
+    return start_comparison(CompareRequest(methods, spaces, storage, store.uri, experiment, seeds, settings))
 
 
 def resumable_comparison(args: argparse.Namespace, experiment: str) -> Path | None:
@@ -88,7 +92,12 @@ def resumable_comparison(args: argparse.Namespace, experiment: str) -> Path | No
 
 def resume_compare(folder: Path, args: argparse.Namespace, verbosity: int) -> int:
     use_token_if_available()
-    state = resume_comparison(folder, args.mlflow_uri)
+    with hold_search(folder):  # one driver per comparison: a second resume is refused
+        return resume_held_comparison(folder, args, verbosity)
+
+
+def resume_held_comparison(folder: Path, args: argparse.Namespace, verbosity: int) -> int:
+    state = resume_comparison(folder, args.mlflow_uri, args.optuna_storage)
     if state.finished:
         print(f"comparison {state.name} already ended; nothing to resume")
         show_comparison(state.store, state.parent_run_id)

@@ -88,6 +88,8 @@ CLASHES: list[Clash] = [
      "--multi-objective always uses NSGA-II without early stopping"),
     ("--keep-ddp-pools", ("--train-run-per-trial",),
      "--keep-ddp-pools keeps the DDP pools that --train-run-per-trial turns off"),
+    ("--optuna-storage", ("--debug", "--results", "--final-top", "--export-best"),
+     "--optuna-storage is where a search keeps its Optuna study"),
 ]
 
 

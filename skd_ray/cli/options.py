@@ -103,6 +103,10 @@ def options() -> dict[str, Option]:
         "resource_wait_timeout": option("--resource-wait-timeout", type=float, default=900.0, metavar="SECONDS",
                                         help="give up (interrupted, to be resumed) when trials have waited this "
                                              "long for resources without any progress (default 900)"),
+        "tracking_outage_limit": option("--tracking-outage-limit", type=float, default=900.0, metavar="SECONDS",
+                                        help="stop the search (interrupted, to be resumed) when its MLflow server or "
+                                             "database has not answered for this long (default 900); trials "
+                                             "wait for it until then"),
         "always_ray_train": option("--always-ray-train", action="store_true",
                                    help="run 1-worker trials through Ray Train too (default: in the Tune trial "
                                         "process, which starts in under a second)"),
@@ -118,6 +122,10 @@ def options() -> dict[str, Option]:
         "storage": option("--storage", default="skd_results",
                           help="Ray results and checkpoints (shared on clusters)"),
         "mlflow_uri": option("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)"),
+        "optuna_storage": option("--optuna-storage", metavar="URL",
+                                 help="database of the search's Optuna study, e.g. postgresql://USER@HOST:5432/optuna "
+                                      "(default: optuna.db in the search's folder; a resume uses the search's own "
+                                      "unless given)"),
         "experiment": option("--experiment",
                              help="MLflow experiment name (default: skd-<space file name>, e.g. skd-byot)"),
         # the combined form's modes (a subcommand each)
@@ -177,8 +185,9 @@ SEARCH = Group("how trials are sampled and stopped",
                ("num_samples", "grace_period", "sampler", "no_early_stopping", "no_default_trial"))
 CLUSTER = Group("cluster and resources", ("address", "workers_per_trial", "cpus_per_worker", "gpus_per_worker",
                                           "max_concurrent", "max_failures", "resource_wait_timeout",
-                                          "always_ray_train", "train_run_per_trial", "keep_ddp_pools"))
-STORE = Group("where results are kept", ("storage", "mlflow_uri", "experiment"))
+                                          "tracking_outage_limit", "always_ray_train", "train_run_per_trial",
+                                          "keep_ddp_pools"))
+STORE = Group("where results are kept", ("storage", "mlflow_uri", "optuna_storage", "experiment"))
 OUTPUT = Group("output", ("quiet", "verbose"), exclusive=True)
 
 

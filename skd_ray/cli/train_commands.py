@@ -24,13 +24,16 @@ from skd_ray.results.tracking import (
 from skd_ray.search.cluster.connect import use_token_if_available
 from skd_ray.search.console.ray_logs import QUIET, RAY_LOG_FILE, ray_logs_to_file
 from skd_ray.search.request import SearchOutcome, SearchRequest
+from skd_ray.search.state.live import hold_search
 from skd_ray.search.state.saved import (
     check_name_unique,
     check_resumable,
     check_search_names,
+    claim_search_name,
     latest_search_name,
     safe_name,
 )
+from skd_ray.search.state.study import StudyStorage
 from skd_ray.search.state.tune_files import restore_tune_state
 from skd_ray.search.tuning.closing import ending_status, reason_of
 from skd_ray.training.engine import fit
@@ -75,15 +78,19 @@ def search_request(args: argparse.Namespace, space: Any, store: MlflowStore, exp
     """A new search's request from the command line's options, once its storage, folder name
     and MLflow store are checked (no Ray yet); shared with the Python API."""
     objectives = search_objectives(args, space)  # [] unless --multi-objective; checked before Ray starts
+    study = StudyStorage(args.optuna_storage, args.storage)  # (a folder matters to the default file only)
+    study.check_usable(store.uri)
     storage = str(Path(args.storage).resolve())
     check_writable(storage)
     check_search_names(storage, experiment)  # before the store gets the experiment and Ray its folder name
     check_name_unique(storage, experiment)
     store.check_usable(experiment)
-    search_name = f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
+    # Its folder is made now: a search of the same experiment started in the same second (here,
+    # or with its study in the same Optuna storage) must not share its name.
+    search_name = claim_search_name(storage, experiment, None if study.is_default else study.has_study)
     FailureLog.use(Path(storage) / safe_name(search_name))
     req = SearchRequest(space=space, storage=storage, tracking_uri=store.uri, experiment=experiment,
-                        search_name=search_name,
+                        search_name=search_name, optuna_storage=args.optuna_storage,
                         num_samples=args.num_samples, workers=args.workers_per_trial,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                         max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
@@ -93,7 +100,8 @@ def search_request(args: argparse.Namespace, space: Any, store: MlflowStore, exp
                         sampler=args.sampler,
                         early_stopping=not args.no_early_stopping,
                         start_from_defaults=not args.no_default_trial, objectives=objectives,
-                        verbosity=verbosity_of(args), resource_wait_s=args.resource_wait_timeout)
+                        verbosity=verbosity_of(args), resource_wait_s=args.resource_wait_timeout,
+                        tracking_outage_s=args.tracking_outage_limit)
     req.extra_tags = {**req.extra_tags, **objective_tags(objectives)}
     return req
 
@@ -105,13 +113,21 @@ def resume_search(args: argparse.Namespace, experiment: str) -> int:
     check_writable(storage)
     name = latest_search_name(storage, experiment)
     FailureLog.use(Path(storage) / safe_name(name))
+    # One driver at a time: a second resume of this search is refused before it changes anything.
+    with hold_search(Path(storage) / safe_name(name)):
+        return resume_held(args, storage, name)
+
+
+def resume_held(args: argparse.Namespace, storage: str, name: str) -> int:
+    """`resume_search`, once this process holds the search's folder."""
     # Every saved piece is checked (reading only) before anything is reopened: a resume that
     # cannot proceed leaves the search exactly as it was.
-    check = check_resumable(storage, name)
+    check = check_resumable(storage, name, args.optuna_storage)
     req = check.request
     req.address = args.address
     req.verbosity = verbosity_of(args)
     req.resource_wait_s = args.resource_wait_timeout
+    req.tracking_outage_s = args.tracking_outage_limit
     if args.mlflow_uri:
         req.tracking_uri = args.mlflow_uri
     req.store.check_usable()

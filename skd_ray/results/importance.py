@@ -21,6 +21,11 @@ class ImportanceUnavailable(Exception):
 # fANOVA fits a random forest to the finished trials; with fewer than this many its ranking is
 # mostly noise, so no importance plot is drawn (skipped.txt says so).
 MIN_TRIALS = 10
+# Depth of fANOVA's trees (Optuna's default: 64). Its marginals cost about the square of a
+# tree's leaves, which grow with the trials: on 1,000 trials and 3 parameters 19 s of CPU at
+# depth 64, 2.2 s at depth 8 (at most 256 leaves), importances within 0.01 of each other; on
+# 64 trials the same to three decimals.
+MAX_DEPTH = 8
 
 
 def param_importances(rows: list[TrialRow], seed: int = 0, min_trials: int | None = None) -> dict[str, float]:
@@ -53,7 +58,8 @@ def param_importances(rows: list[TrialRow], seed: int = 0, min_trials: int | Non
             study.add_trial(optuna.trial.create_trial(
                 params={name: _encode(params[name], distributions[name]) for name in names},
                 distributions=distributions, value=row.value))
-        found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), params=names)
+        evaluator = FanovaImportanceEvaluator(seed=seed, max_depth=MAX_DEPTH)
+        found = get_param_importances(study, evaluator=evaluator, params=names)
     finally:
         optuna.logging.set_verbosity(previous)
     return {name: float(value) for name, value in sorted(found.items(), key=lambda kv: -kv[1])}

@@ -16,7 +16,7 @@ from skd_ray.results.names import Tags
 from skd_ray.results.statuses import SELECTABLE, Status
 from skd_ray.results.store import MlflowStore
 from skd_ray.results.tracking import constants_of, trial_params
-from skd_ray.training.metrics import BEST_VAL_ACC, EPOCH, VAL_ACC, exit_accuracies, from_logged
+from skd_ray.training.metrics import BEST_EPOCH, BEST_VAL_ACC, EPOCH, VAL_ACC, exit_accuracies, from_logged
 from skd_ray.training.objective import Objective
 
 
@@ -34,6 +34,8 @@ class TrialRow:
     start_time: int = 0  # ms since the epoch: the order in which the search started its trials
     objective: Objective = field(default_factory=Objective)  # what the search ranks by
     value: float = math.nan  # the objective's best value (`best_<metric>`); NaN when no epoch ended
+    best_epoch: int | None = None  # the epoch of that value (`best_epoch`); None when the run did not log it
+    tags: dict[str, str] = field(default_factory=dict)  # the run's tags
 
     def __post_init__(self) -> None:
         if self.objective == Objective() and math.isnan(self.value):  # val_acc, max: the best accuracy
@@ -70,27 +72,34 @@ def find_search_run(store: MlflowStore, experiment: str, parent_run_id: str | No
 
 def trial_rows(store: MlflowStore, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
     """All child runs of a search, best first by the search's objective (`rank_rows`)."""
-    c = store.client
-    runs = c.search_runs([experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'",
-                         max_results=5000)
-    constants = constants_of(c.get_run(parent_run_id).data.params)
+    runs = store.search_all([experiment_id], f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'")
+    constants = constants_of(store.client.get_run(parent_run_id).data.params)
     objective = Objective.from_flat(constants)
     rows = []
     for run in runs:
         m = from_logged(run.data.metrics)
         exits = exit_accuracies(m, BEST_VAL_ACC)
-        rows.append(TrialRow(run.data.tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
-                             run.info.run_id, run.data.tags.get(Tags.STATUS, run.info.status.lower()),
+        tags = dict(run.data.tags)
+        rows.append(TrialRow(tags.get(Tags.TRIAL_NAME, run.info.run_name or run.info.run_id),
+                             run.info.run_id, tags.get(Tags.STATUS, run.info.status.lower()),
                              int(m.get(EPOCH, 0)), float(m.get(BEST_VAL_ACC, float("nan"))),
                              exits, trial_params(run.data.params, constants), int(run.info.start_time or 0),
-                             objective, float(m.get(objective.best_key, math.nan))))
+                             objective, float(m.get(objective.best_key, math.nan)),
+                             int(m[BEST_EPOCH]) if BEST_EPOCH in m else None, tags))
     return rank_rows(rows)
 
 
 def rank_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """Best first by each row's objective; ties go to the trial started first, as Optuna's best
-    trial does (the lowest number). The one order every reader of a search uses."""
-    return sorted(rows, key=lambda r: (-r.objective.score(r.value), r.start_time))
+    """Best first by each row's objective; ties go to the lowest trial number, as Optuna's best
+    trial does (not to the trial started first: two trials can start in either order), then
+    to the earlier start. The one order every reader of a search uses."""
+    return sorted(rows, key=lambda r: (-r.objective.score(r.value), trial_number(r.name), r.start_time))
+
+
+def trial_number(name: str) -> float:
+    """03 of `t03`, the Optuna trial number a trial is named by; infinity for other names."""
+    digits = name[1:] if name[:1] == "t" else ""
+    return int(digits) if digits.isdigit() else math.inf
 
 
 def varying_params(rows: list[TrialRow]) -> list[str]:

@@ -51,6 +51,7 @@ class Tags:
     COMPARE_SEARCH = "skd.compare.search."  # + method: on a comparison's run, that method's search run id
     COMPARE_FINAL = "skd.compare.final."  # + method: on a comparison's run, its final evaluation's run id
     PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's nesting: the UI shows the run under its parent
+    RUN_NAME = "mlflow.runName"  # MLflow's run name as a tag: logging it renames the run
 
 
 class Artifacts:

@@ -70,8 +70,10 @@ def load_search_data(store: MlflowStore, experiment: str, parent_run_id: str | N
                       {k: tags[k] for k in SEARCH_TAGS if k in tags}, rows)
     if Tags.LOG_PARAMS in tags:
         data.log_params = {k for k in tags[Tags.LOG_PARAMS].split(",") if k}
-    for row in data.scored()[:top_n]:
-        data.curves[row.name] = [(m.step, m.value) for m in _history(store, row.run_id, OBJECTIVE)]
+    curved = data.scored()[:top_n]
+    histories = store.metric_histories([r.run_id for r in curved], OBJECTIVE)  # a few queries, not one per trial
+    for row in curved:
+        data.curves[row.name] = [(m.step, m.value) for m in per_epoch(histories.get(row.run_id, []))]
     data.tradeoff = best_tradeoff(store, data.scored())
     return data
 
@@ -111,7 +113,11 @@ def metrics_at_best_epoch(store: MlflowStore, run_id: str) -> tuple[dict[str, fl
 
 
 def _history(store: MlflowStore, run_id: str, key: str) -> list[Any]:
+    return per_epoch(store.metric_history(run_id, key))
+
+
+def per_epoch(history: list[Any]) -> list[Any]:
     """One point per epoch, in epoch order; an epoch logged twice (a trial restarted from its
     checkpoint re-trains it) keeps its latest value."""
-    latest = {m.step: m for m in sorted(store.metric_history(run_id, key), key=lambda m: m.timestamp)}
+    latest = {m.step: m for m in sorted(history, key=lambda m: m.timestamp)}
     return [latest[step] for step in sorted(latest)]

@@ -11,6 +11,7 @@ pickles as its URI, so a Ray trial process that receives it makes its own client
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from skd_ray.errors import SkdError, check_output_file
 from skd_ray.results.databases import prepare_mlflow_store
+from skd_ray.results.mlflow_ui import ML_WORKFLOW, runs_table_path
 from skd_ray.results.names import Artifacts
 from skd_ray.training.metrics import mlflow_names
 
@@ -28,8 +30,17 @@ T = TypeVar("T")
 STORE_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BROWSE_PORT = 5000
+DEFAULT_OUTAGE_LIMIT_S = 900.0
+OUTAGE_POLL_S = 2.0
+LOG = logging.getLogger("skd_ray.store")
 DATABASE_CONNECT_TIMEOUT_S = 5
-ML_VIEW = "workflowType=machine_learning"  # MLflow 3 opens GenAI pages without it
+SEARCH_PAGE = 5000  # runs per search query (MLflow allows up to 50,000)
+HISTORY_BATCH = 500  # runs per metric-history query of a database store
+HISTORY_LIMIT = 10_000_000  # points per such query: no limit in practice
+# An MLflow server's bulk history request: at most 100 runs and 25,000 points per request.
+SERVER_HISTORY_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+SERVER_HISTORY_BATCH = 100
+SERVER_HISTORY_LIMIT = 25_000
 
 
 def default_tracking_uri() -> str:
@@ -40,9 +51,13 @@ def default_tracking_uri() -> str:
 class MlflowStore:
     """An MLflow tracking store (SQLite file, database server or MLflow server) and its client."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, outage_limit_s: float = DEFAULT_OUTAGE_LIMIT_S) -> None:
         self.uri = uri
+        # How long every call waits for a store that went away (server restart, network) before
+        # it fails: the search's own bound (--tracking-outage-limit).
+        self.outage_limit_s = outage_limit_s
         self._client: Any = None
+        self.gave_up = False  # this process stopped waiting (the search is stopping)
 
     @classmethod
     def of(cls, store: MlflowStore | str | None) -> MlflowStore:
@@ -53,10 +68,11 @@ class MlflowStore:
 
     # ---- identity and pickling -------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri}
+        return {"uri": self.uri, "outage_limit_s": self.outage_limit_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.uri, self._client = state["uri"], None
+        self.uri, self._client, self.gave_up = state["uri"], None, False
+        self.outage_limit_s = float(state.get("outage_limit_s", DEFAULT_OUTAGE_LIMIT_S))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MlflowStore) and other.uri == self.uri
@@ -73,7 +89,8 @@ class MlflowStore:
 
     @property
     def client(self) -> Any:
-        """This process's `MlflowClient` for the store, made on first use."""
+        """This process's `MlflowClient` for the store, made on first use, whose calls wait out an
+        outage of the store (see `PatientClient`)."""
         if self._client is None:
             from mlflow import MlflowClient
 
@@ -82,9 +99,56 @@ class MlflowStore:
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             # Nor a "View run ... / View experiment ..." line per closed run on a server's console.
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            # MLflow's own retries of a server that does not answer take about two minutes per
+            # call; a few seconds here, and the outage is waited out by PatientClient instead.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             prepare_mlflow_store(self.uri)  # a new database is created in full by one process at a time
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = PatientClient(MlflowClient(tracking_uri=self.uri), self)
         return self._client
+
+    def patiently(self, call: Callable[[], T], what: str = "call") -> T:
+        """`call()`, waiting while the store is unreachable (polling every few seconds) for at
+        most `outage_limit_s`; any other error, or one after the bound, is raised as it is."""
+        down_since: float | None = None
+        while True:
+            try:
+                result = call()
+            except Exception as err:
+                if self.gave_up or not is_unreachable(err):
+                    raise
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    LOG.warning("MLflow store %s unreachable during %s; waiting up to %.0f s", self, what,
+                                self.outage_limit_s)
+                if now - down_since >= self.outage_limit_s:
+                    raise StoreUnavailable(f"MLflow store {self} unreachable for {now - down_since:.0f} s",
+                                           "start it again; a search continues with skd-ray resume") from err
+                time.sleep(OUTAGE_POLL_S)
+                continue
+            if down_since is not None:
+                LOG.warning("MLflow store %s back after %.0f s", self, time.monotonic() - down_since)
+            return result
+
+    def ping(self, timeout_s: float = 3.0) -> str | None:
+        """None when the store answers now, else why not (one short attempt, no retries):
+        what a watcher polls. Files and SQLite always answer."""
+        try:
+            if self.is_server:
+                import urllib.request
+
+                urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout_s).read()
+            elif self.is_database:
+                import sqlalchemy
+
+                args = {"connect_timeout": max(1, int(timeout_s))} if self.scheme.startswith("postgresql") else {}
+                engine = sqlalchemy.create_engine(self.uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+                with engine.connect():
+                    pass
+        except Exception as err:  # noqa: BLE001 - any failure to answer is the answer
+            return " ".join(str(getattr(err, "reason", None) or getattr(err, "orig", None) or err).split())[:160]
+        return None
 
     @property
     def scheme(self) -> str:
@@ -243,6 +307,71 @@ class MlflowStore:
                 return list(history)
         return []
 
+    def search_all(self, experiment_ids: list[str], filter_string: str = "",
+                   order_by: list[str] | None = None) -> list[Any]:
+        """Every run that `filter_string` matches, read page by page (`SEARCH_PAGE` runs a query):
+        a search of any size in a few queries, and none of it cut off at a page's end."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(experiment_ids, filter_string=filter_string, order_by=order_by,
+                                           max_results=SEARCH_PAGE, page_token=token)
+            runs.extend(page)
+            token = getattr(page, "token", None)
+            if not token or not page:
+                return runs
+
+    def metric_histories(self, run_ids: list[str], key: str) -> dict[str, list[Any]]:
+        """`metric_history` of many runs at once: {run id: its history of reported metric `key`},
+        runs without it left out. A database store answers `HISTORY_BATCH` runs a query, an
+        MLflow server 100 runs a request; other stores (files), one run at a time."""
+        found: dict[str, list[Any]] = {}
+        missing = list(dict.fromkeys(run_ids))
+        for name in mlflow_names(key):  # the grouped name, then the one of runs logged before it
+            if not missing:
+                break
+            found.update(self._histories(missing, name))
+            missing = [r for r in missing if r not in found]
+        return found
+
+    def _histories(self, run_ids: list[str], name: str) -> dict[str, list[Any]]:
+        backend = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        out: dict[str, list[Any]] = {}
+        if hasattr(backend, "get_metric_history_bulk"):  # a database (SQLAlchemy) store
+            for i in range(0, len(run_ids), HISTORY_BATCH):
+                for m in backend.get_metric_history_bulk(run_ids[i:i + HISTORY_BATCH], name, HISTORY_LIMIT):
+                    out.setdefault(m.run_id, []).append(m)
+            return out
+        for i in range(0, len(run_ids), SERVER_HISTORY_BATCH):
+            chunk = run_ids[i:i + SERVER_HISTORY_BATCH]
+            got = self._server_histories(backend, chunk, name) if self.is_server else None
+            if got is None:  # not a server, or one that does not answer the bulk request
+                got = {r: list(h) for r in chunk if (h := self.client.get_metric_history(r, name))}
+            out.update(got)
+        return out
+
+    @staticmethod
+    def _server_histories(backend: Any, run_ids: list[str], name: str) -> dict[str, list[Any]] | None:
+        """The histories of up to 100 runs in one request to an MLflow server (the bulk endpoint
+        its own UI charts runs with); None when the server does not answer it, or cut it short."""
+        from mlflow.entities import Metric
+        from mlflow.utils.rest_utils import http_request
+
+        try:
+            response = http_request(backend.get_host_creds(), SERVER_HISTORY_ENDPOINT, "GET",
+                                    params={"run_id": run_ids, "metric_key": name, "max_results": SERVER_HISTORY_LIMIT})
+            if response.status_code != 200:
+                return None
+            points = response.json().get("metrics", [])
+        except Exception:  # noqa: BLE001 - any problem: the caller asks run by run
+            return None
+        if len(points) >= SERVER_HISTORY_LIMIT:
+            return None
+        out: dict[str, list[Any]] = {}
+        for p in points:
+            out.setdefault(p["run_id"], []).append(Metric(p["key"], p["value"], p["timestamp"], p["step"]))
+        return out
+
     def early_exit_sweep(self, run_id: str) -> list[dict[str, Any]]:
         """The rows of a run's early-exit sweep table (`TrialTracker`), in the order they were
         logged; [] for a run without one (single-exit methods, searches logged before the table)."""
@@ -256,13 +385,14 @@ class MlflowStore:
         return [dict(zip(table["columns"], row)) for row in table["data"]]
 
     # ---- where a person browses it ---------------------------------------------------
-    def browse_url(self, experiment_id: str | None = None, port: int = BROWSE_PORT) -> str:
-        """Where the experiment's runs table opens in MLflow's training view: the server's own
-        address for an MLflow server, else the local `mlflow ui` that `browse_command` starts."""
+    def browse_url(self, experiment_id: str | None = None, view: str | None = None, port: int = BROWSE_PORT) -> str:
+        """Where the experiment's runs table opens in MLflow's training view (in saved view
+        `view`, see skd_ray.results.mlflow_ui): at the server's own address for an MLflow
+        server, else at the local `mlflow ui` that the browse command starts."""
         base = self.uri.rstrip("/") if self.is_server else f"http://127.0.0.1:{port}"
         if experiment_id is None:
-            return f"{base}/#/experiments?{ML_VIEW}"
-        return f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+            return f"{base}/#/experiments?{ML_WORKFLOW}"
+        return f"{base}/{runs_table_path(experiment_id, view)}"
 
 
 class StoreOfRequest:
@@ -273,10 +403,60 @@ class StoreOfRequest:
     @property
     def store(self) -> MlflowStore:
         uri = self.tracking_uri
+        limit = float(getattr(self, "tracking_outage_s", DEFAULT_OUTAGE_LIMIT_S))
         cached = self.__dict__.get("_store")
         if cached is None or cached.uri != uri:
-            cached = self.__dict__["_store"] = MlflowStore(uri)
+            cached = self.__dict__["_store"] = MlflowStore(uri, limit)
+        cached.outage_limit_s = limit
         return cached
+
+
+class StoreUnavailable(SkdError):
+    """The tracking store stayed unreachable past the search's bound."""
+
+
+# What the client libraries say when the store is not there (MLflow over HTTP after its own few
+# retries, SQLAlchemy drivers for PostgreSQL, MySQL): worth waiting for, unlike any other error.
+UNREACHABLE = (
+    "Connection refused", "Failed to establish a new connection", "Connection reset", "Connection aborted",
+    "RemoteDisconnected", "could not connect to server", "server closed the connection",
+    "terminating connection due to administrator command", "the database system is shutting down",
+    "the database system is starting up", "Can't connect to MySQL server", "Lost connection to MySQL server",
+    "connection timeout expired",
+)
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """The error, or one it was raised from (Optuna wraps the driver's error in its own), says
+    the store is not there."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if any(word in f"{type(cause).__name__}: {cause}" for word in UNREACHABLE):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+class PatientClient:
+    """An `MlflowClient` whose every call waits out an outage of its store (`MlflowStore.patiently`):
+    a tracking server that restarts, or a database that goes away for a while, pauses the
+    runs that log to it instead of failing them; what they log reaches the store once it is
+    back. Attributes that are not methods are the client's own."""
+
+    def __init__(self, client: Any, store: MlflowStore) -> None:
+        self._client, self._store = client, store
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._store.patiently(lambda: attr(*args, **kwargs), name)
+
+        return call
 
 
 # What a store being created by another process at the same moment (a second search, an

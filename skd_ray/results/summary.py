@@ -18,6 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from skd_ray.results.leaderboard import TrialRow, decode_params, selectable, trial_rows
 from skd_ray.results.mlflow_ui import (
@@ -116,13 +117,26 @@ def best_text(row: TrialRow) -> str:
     return f"{row.objective.metric} **{row.value:.4f}** ({row.objective.mode}; val_acc {row.best_val_acc:.4f})"
 
 
-def best_epoch_of(store: MlflowStore, row: TrialRow) -> int | None:
-    """The first epoch with the run's best value of the objective (its best checkpoint's)."""
-    history = store.metric_history(row.run_id, row.objective.metric)
+def best_epoch_of(row: TrialRow, history: list[Any]) -> int | None:
+    """The first epoch with the run's best value of the objective (its best checkpoint's): as
+    the run reported it (`best_epoch`), else (runs logged before that metric) from `history`,
+    the run's history of the objective."""
+    if row.best_epoch is not None:
+        return row.best_epoch
     if not history:
         return None
     top = row.objective.rank(history, lambda m: m.value)[0].value
     return min(m.step for m in history if m.value == top)
+
+
+def objective_histories(store: MlflowStore, rows: list[TrialRow]) -> dict[str, list[Any]]:
+    """The objective's history of the runs that did not report their best epoch (logged before
+    `best_epoch` existed), read in batches."""
+    older = [r for r in rows if r.best_epoch is None and r.value == r.value]
+    histories: dict[str, list[Any]] = {}
+    for metric in {r.objective.metric for r in older}:
+        histories.update(store.metric_histories([r.run_id for r in older if r.objective.metric == metric], metric))
+    return histories
 
 
 def summarise_search(store: MlflowStore, experiment_id: str, parent_run_id: str, search_name: str, max_epochs: int,
@@ -135,18 +149,18 @@ def summarise_search(store: MlflowStore, experiment_id: str, parent_run_id: str,
 
     c = store.client
     rows = trial_rows(store, experiment_id, parent_run_id)
-    runs = {r.info.run_id: r for r in c.search_runs(
-        [experiment_id], filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{parent_run_id}'", max_results=5000)}
+    histories = objective_histories(store, rows)
     for row in rows:
-        run = runs.get(row.run_id)
-        trial_id = run.data.tags.get(Tags.TRIAL_ID, "") if run else ""
-        label = (labels or {}).get(trial_id) or row.name
+        label = (labels or {}).get(row.tags.get(Tags.TRIAL_ID, "")) or row.name
         values = searched_values(row, searched_keys)
-        method = run.data.tags.get(Tags.METHOD, "") if run else ""
-        c.update_run(row.run_id, name=trial_run_name(label, method, values, row.status, row.epochs))
-        c.log_batch(row.run_id, tags=[
-            RunTag(Tags.TRIAL_NAME, label),
-            RunTag(Tags.NOTE, trial_description(label, row, max_epochs, best_epoch_of(store, row), values))])
+        name = trial_run_name(label, row.tags.get(Tags.METHOD, ""), values, row.status, row.epochs)
+        note = trial_description(label, row, max_epochs, best_epoch_of(row, histories.get(row.run_id, [])), values)
+        # One request per trial, none for a trial already named and described so (a resumed
+        # search summarised again): the run name goes as its tag, which MLflow keeps in step.
+        wanted = {Tags.RUN_NAME: name, Tags.TRIAL_NAME: label, Tags.NOTE: note}
+        changed = [RunTag(k, v) for k, v in wanted.items() if row.tags.get(k) != v]
+        if changed:
+            c.log_batch(row.run_id, tags=changed)
         row.name = label
     counts = Counter(r.status for r in rows)
     ran = [r for r in rows if r.epochs > 0]

@@ -7,6 +7,7 @@ can log to the same runs concurrently.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
 CONSTANT_PARAM = "config."  # prefix of a search's constants on its parent run
 
 
+@functools.cache
 def git_commit() -> str:
-    """Commit of the code being run (the package's checkout), or 'unknown'."""
+    """Commit of the code being run (the package's checkout), or 'unknown'. Read once per
+    process: the code a process runs is what it imported, and a trial process runs many trials."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5, check=False)
@@ -96,23 +99,26 @@ class SearchRuns:
 
     def start_trial(self, trial_id: str, run_name: str, flat_config: dict[str, Any], tags: dict[str, str]) -> str:
         """Find or create the child run of a trial; params and the config artifact are logged once."""
+        return self.open_trial(trial_id, run_name, flat_config, tags)[0]
+
+    def open_trial(self, trial_id: str, run_name: str, flat_config: dict[str, Any],
+                   tags: dict[str, str]) -> tuple[str, bool]:
+        """`start_trial`, and whether the run existed (an earlier attempt of the trial made it)."""
         existing = self.trial_run(trial_id)
         if existing is not None:
             self.reopen(existing)
-            return existing
+            return existing, True
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
             Tags.PARENT_RUN_ID: self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: Status.RUNNING,
             Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
         run_id = run.info.run_id
         self.store.log_params(run_id, {k: v for k, v in flat_config.items() if self.constants.get(k) != param_text(v)})
         self.client.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), Artifacts.CONFIG)
-        return run_id
+        return run_id, False
 
     def children(self) -> list[Any]:
         """Every child run (the trials of a search, the retrainings of a final evaluation)."""
-        return self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.`{Tags.PARENT_RUN_ID}` = '{self.parent_run_id}'",
-                                       max_results=5000)
+        return self.store.search_all([self.experiment_id], f"tags.`{Tags.PARENT_RUN_ID}` = '{self.parent_run_id}'")
 
     def open_trials(self) -> list[str]:
         """Child runs that are not closed (running, or interrupted with their search)."""
@@ -133,10 +139,11 @@ class SearchRuns:
     def close(self, run_id: str | None, status: str, reason: str | None = None) -> None:
         """Close a run (default: the parent): status is completed, early_stopped, failed (with
         the reason) or interrupted (its search stopped before it ended; `--resume` reopens it)."""
+        from mlflow.entities import RunTag
+
         run_id = run_id or self.parent_run_id
-        self.client.set_tag(run_id, Tags.STATUS, status)
-        if reason:
-            self.client.set_tag(run_id, Tags.FAILURE_REASON, reason[:5000])
+        tags = [RunTag(Tags.STATUS, status)] + ([RunTag(Tags.FAILURE_REASON, reason[:5000])] if reason else [])
+        self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, mlflow_run_status(status))
 
 

@@ -46,6 +46,9 @@ class SearchRequest(Resources, StoreOfRequest):
     search_name: str
     num_samples: int = 8
     address: str | None = None
+    # The database of the search's Optuna study (--optuna-storage); None: optuna.db in its folder
+    # (see skd_ray.search.state.study).
+    optuna_storage: str | None = None
     seed: int = 0
     grace_period: int = 2
     reduction_factor: int = 3
@@ -63,6 +66,9 @@ class SearchRequest(Resources, StoreOfRequest):
     # Seconds the search may wait for resources without any progress before it gives up
     # (interrupted, resumable); see skd_ray.search.cluster.waiting.
     resource_wait_s: float = 900.0
+    # How long the search waits for its tracking store (an MLflow server or database that went
+    # away) before it stops as on Ctrl-C (skd_ray.search.tuning.store_watch).
+    tracking_outage_s: float = 900.0
     extra_tags: dict[str, str] = field(default_factory=dict)
     # Two or more (metric, mode) pairs make a Pareto search (see build_search_algorithm).
     objectives: list[tuple[str, str]] = field(default_factory=list)

@@ -24,6 +24,7 @@ from skd_ray.training import metrics as metric_names
 from skd_ray.training.early_exit import exit_compute, exit_metric_sums
 from skd_ray.training.hardware import RunSetup, amp_for, describe_device, resolve_setup, share_exceeded, with_setup
 from skd_ray.training.metrics import (
+    BEST_EPOCH,
     EPOCH,
     LR,
     TIME_EPOCH_S,
@@ -307,6 +308,8 @@ def train_run(cfg: TrainConfig, session: Session) -> dict[str, float]:
                 best[metric_names.best(k)] = max(best.get(metric_names.best(k), -1.0), v)
         if is_best or objective.best_key not in best:  # the objective's best, in its own direction
             best[objective.best_key] = value
+        if is_best:  # reported, so readers need no metric history to find the best checkpoint's epoch
+            best[BEST_EPOCH] = epoch + 1
         if cfg.eval.test_at_end and epoch + 1 == cfg.train.epochs:
             # Final evaluation only: the last epoch's model is scored on the test split, once.
             test_loader = build_loader(data, "test", cfg, rank=session.rank, world_size=session.world_size,

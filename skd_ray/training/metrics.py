@@ -23,6 +23,7 @@ TRAIN_LOSS = "train_loss"
 TIME_EPOCH_S = "time_epoch_s"
 TIME_STARTUP_S = "time_startup_s"
 IS_BEST = "is_best"  # a checkpoint's flag: the best epoch so far
+BEST_EPOCH = "best_epoch"  # the first epoch with the best value of the objective (its best checkpoint's)
 ENSEMBLE = "ensemble"
 FINAL = "final"  # the deployable exit (same name as skd_ray.methods.base.FINAL)
 DYNAMIC_PREFIX = "dynamic_t"

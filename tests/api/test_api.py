@@ -60,7 +60,9 @@ def test_defaults_are_the_command_lines(function: str) -> None:
 
 
 @pytest.mark.parametrize("options", [{"num_samples": 0}, {"method": "no_such_method"}, {"quiet": True, "verbose": True},
-                                     {"sampler": "grid"}, {"max_epochs": 1.5}, {"overrides": {"optim.lr": -1.0}}])
+                                     {"sampler": "grid"}, {"max_epochs": 1.5}, {"overrides": {"optim.lr": -1.0}},
+                                     {"optuna_storage": "redis://127.0.0.1:6379"},
+                                     {"optuna_storage": "postgresql://postgres@127.0.0.1:9/optuna"}])
 def test_bad_input_raises_skd_error_before_ray_starts(options: dict, tmp_path: Path) -> None:
     with pytest.raises(SkdError):
         skd_ray.run_search(storage=tmp_path / "results", mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **options)

@@ -102,3 +102,14 @@ def test_gpu_check_quick_measures_on_cpu_and_says_what_it_skips() -> None:
     assert wait and all(0 <= float(v) <= 1 for v in wait.groups()), out
     for part in ("throughput settings bf16_cl, compiled", "gpu_utilisation", "trials_per_hour"):
         assert re.search(rf"^{part} skipped \(GPU only", out, re.M), part
+
+
+def test_scale_quick_prints_the_cost_of_one_more_trial() -> None:
+    out = run_quick("scale.py")
+    last = out.strip().splitlines()[-1]
+    match = re.fullmatch(r"per_trial_s=(\S+) results_s=(\S+) report_s=(\S+)", last)
+    assert match, out[-3000:]
+    assert all(math.isfinite(float(v)) for v in match.groups())
+    assert float(match.group(2)) > 0 and float(match.group(3)) > 0
+    rows = re.findall(r"^trials=(\d+) runs=(\d+) errors=0 ", out, re.M)
+    assert rows == [("2", "2"), ("4", "4")], out[-3000:]

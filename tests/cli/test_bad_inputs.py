@@ -73,6 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     write_spaces(root / "spaces")
     write_data(root / "data")
     (root / "not_a_db.db").write_text("plain text, not SQLite\n")
+    MlflowClient(f"sqlite:///{root / 'other_mlflow.db'}").search_experiments()  # MLflow's tables, not Optuna's
     (root / "a_folder.db").mkdir()
     (root / "a_file").write_text("a file where a folder is expected\n")
     (root / "report_with_folder" / "report.md").mkdir(parents=True)
@@ -359,6 +360,38 @@ CASES: list[tuple[str, list[str], str]] = [
      "cannot be reached"),
     ("mlflow_debug_not_a_database", ["--debug", "--mlflow-uri", "sqlite:///{root}/not_a_db.db"],
      "is a file that is not an SQLite database"),
+    # Optuna storages (a closed port: 9, discard, has no server on loopback)
+    ("optuna_unknown_scheme", ["--optuna-storage", "redis://127.0.0.1:6379", *NEW], "is not a database URL"),
+    ("optuna_not_a_url", ["--optuna-storage", "{root}/optuna.db", *NEW], "is not a database URL"),
+    ("optuna_in_memory", ["--optuna-storage", "sqlite:///:memory:", *NEW], "in-memory SQLite"),
+    ("optuna_not_a_database", ["--optuna-storage", "sqlite:///{root}/not_a_db.db", *NEW],
+     "is a file that is not an SQLite database"),
+    ("optuna_folder", ["--optuna-storage", "sqlite:///{root}/a_folder.db", *NEW], "is a folder, not a file"),
+    ("optuna_under_a_file", ["--optuna-storage", "sqlite:///{root}/a_file/optuna.db", *NEW],
+     "a_file is a file, not a folder"),
+    ("optuna_folder_missing", ["--optuna-storage", "sqlite:///{root}/nowhere/optuna.db", *NEW], "does not exist"),
+    ("optuna_name_too_long", ["--optuna-storage", "sqlite:///{root}/" + "o" * 300 + ".db", *NEW],
+     "-- fix: pass --optuna-storage with a shorter path"),
+    ("optuna_unreachable", ["--optuna-storage", "postgresql://postgres@127.0.0.1:9/optuna", *NEW],
+     "cannot be reached"),
+    ("optuna_is_the_mlflow_store", ["--optuna-storage", "{uri}", *NEW], "is the MLflow store's database"),
+    ("optuna_holds_mlflow_tables", ["--optuna-storage", "sqlite:///{root}/other_mlflow.db", *NEW],
+     "holds another application's tables"),
+    ("optuna_compare_unreachable", ["--compare", "byot", "--optuna-storage", "postgresql://postgres@127.0.0.1:9/o",
+                                    *NEW], "cannot be reached"),
+    ("optuna_with_debug", ["--debug", "--optuna-storage", "sqlite:///{root}/o.db"],
+     "--optuna-storage cannot be combined with --debug"),
+    ("optuna_with_results", ["--results", "--optuna-storage", "sqlite:///{root}/o.db"],
+     "--optuna-storage cannot be combined with --results"),
+    ("optuna_with_final_top", ["--final-top", "2", "--optuna-storage", "sqlite:///{root}/o.db"],
+     "--optuna-storage cannot be combined with --final-top"),
+    ("resume_optuna_unreachable", ["--resume", "--experiment", DAMAGED, "--storage", "{storage}", "--mlflow-uri",
+                                   "{uri}", "--optuna-storage", "postgresql://postgres@127.0.0.1:9/optuna"],
+     "cannot be reached"),
+    ("resume_optuna_without_the_study", ["--resume", "--experiment", DAMAGED, "--storage", "{storage}",
+                                         "--mlflow-uri", "{uri}", "--optuna-storage",
+                                         "sqlite:///{storage}/fake_20250101-000000/optuna.db"],
+     "holds no study named px_b_20250101-000000"),
     # storage and names
     ("storage_unwritable", ["--storage", "/proc/skd_results", "--mlflow-uri", "{uri}"], "cannot be created"),
     ("name_collides", ["--experiment", "px b", "--storage", "{storage}", "--mlflow-uri", "{uri}"],

@@ -19,17 +19,18 @@ from skd_ray.cli.commands import COMMANDS, build_command_parser, build_parser, p
 TRAIN = {"--config", "--method", "--dataset", "--data-dir", "--backbone", "--set", "--seed", "--max-epochs"}
 SAMPLING = {"--num-samples", "--grace-period", "--sampler", "--no-early-stopping", "--no-default-trial"}
 CLUSTER = {"--address", "--workers-per-trial", "--cpus-per-worker", "--gpus-per-worker", "--max-concurrent",
-           "--max-failures", "--resource-wait-timeout", "--always-ray-train", "--train-run-per-trial",
+           "--max-failures", "--resource-wait-timeout", "--tracking-outage-limit", "--always-ray-train",
+           "--train-run-per-trial",
            "--keep-ddp-pools"}
-STORE = {"--storage", "--mlflow-uri", "--experiment"}
+STORE = {"--storage", "--mlflow-uri", "--optuna-storage", "--experiment"}
 OUTPUT = {"--quiet", "--verbose"}
 OPTIONS = {
     "search": TRAIN | SAMPLING | CLUSTER | STORE | OUTPUT,
     "debug": TRAIN | {"--mlflow-uri", "--experiment"},
     "results": {"--mlflow-uri", "--experiment", "--search", "--report"},
-    "resume": STORE | {"--address", "--resource-wait-timeout"} | OUTPUT,
+    "resume": STORE | {"--address", "--resource-wait-timeout", "--tracking-outage-limit"} | OUTPUT,
     "final": {"--top", "--seeds", "--seed", "--search", "--address", "--workers-per-trial", "--cpus-per-worker",
-              "--gpus-per-worker", "--max-concurrent"} | STORE | OUTPUT,
+              "--gpus-per-worker", "--max-concurrent"} | (STORE - {"--optuna-storage"}) | OUTPUT,
     "compare": (TRAIN - {"--method"}) | {"--seeds"} | SAMPLING | CLUSTER | STORE | OUTPUT,
     "export": {"--keep-exits", "--search", "--mlflow-uri", "--experiment"},
     "pareto": TRAIN | {"--compute-threshold", "--num-samples", "--no-default-trial"} | CLUSTER | STORE | OUTPUT,

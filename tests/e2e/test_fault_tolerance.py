@@ -203,6 +203,7 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     from mlflow import MlflowClient
 
     from skd_ray.results.tracking import SearchRuns
+    from skd_ray.search.state.study import StudyStorage
     from skd_ray.search.tuning.tuner import close_abandoned
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -215,7 +216,7 @@ def test_abandoned_trial_runs_are_closed_once_the_search_ends(tmp_path: Path) ->
     study.tell(study.ask(), 0.9)
     study.ask()  # RUNNING, never told
 
-    close_abandoned(runs, db, "s")
+    close_abandoned(runs, StudyStorage(None, tmp_path), "s")
 
     client = MlflowClient(uri)
     run = client.get_run(orphan)

@@ -26,9 +26,9 @@ def write_space(path: Path) -> Path:
         "mode": "min",
         "fixed": {"method": "vanilla", "data.name": "digits", "data.val_fraction": 0.2,
                   "model.backbone": "resnet_small", "model.width": 4, "train.epochs": 3},
-        # Learning rates far apart: trials end far apart in loss (and the order by loss need
-        # not be the order by accuracy).
-        "params": {"optim.lr": {"type": "categorical", "choices": [0.2, 0.05, 0.002, 0.0001], "default": 0.05}},
+        # Learning rates over three decades: trials end apart in loss (and the order by loss
+        # need not be the order by accuracy).
+        "params": {"optim.lr": {"type": "float", "low": 0.0001, "high": 0.3, "log": True, "default": 0.05}},
     }))
     return path
 
@@ -61,9 +61,9 @@ def trials(uri: str) -> tuple[Any, list[Any]]:
 
 def lowest_loss(c: Any, children: list[Any]) -> Any:
     """The trial with the smallest validation loss of any epoch, computed here from MLflow's
-    histories (ties: the trial started first, as Optuna's best trial)."""
-    def best_loss(run: Any) -> tuple[float, int]:
-        return min(m.value for m in c.get_metric_history(run.info.run_id, "val/loss")), run.info.start_time
+    histories (ties: the lowest trial number, as Optuna's best trial)."""
+    def best_loss(run: Any) -> tuple[float, str]:
+        return min(m.value for m in c.get_metric_history(run.info.run_id, "val/loss")), run.data.tags["skd.trial_name"]
     return min(children, key=best_loss)
 
 

@@ -64,7 +64,10 @@ def check_results_command(cli: Any, mlflow_uri: str, experiment: str, parent: An
     assert f"leaderboard of {parent.info.run_name}" in res.stdout, res.stdout
     for child in children:
         assert child.data.tags["skd.trial_name"] in res.stdout, res.stdout
-    assert f"--backend-store-uri {mlflow_uri}" in res.stdout, res.stdout
+    if mlflow_uri.startswith("http"):  # a server is browsed at its own address
+        assert f"browse: {mlflow_uri}/#/experiments/" in res.stdout, res.stdout
+    else:  # a database through the mlflow ui command printed for it
+        assert f"--backend-store-uri {mlflow_uri}" in res.stdout, res.stdout
 
 
 def test_a_search_logs_straight_to_postgresql(cli, tmp_path: Path, postgres_server: PostgresServer,

@@ -46,6 +46,8 @@ def test_browse_url_is_the_servers_own_address_for_a_server() -> None:
     assert local.is_database and not local.is_server
     assert local.browse_url("7", port=5055) == \
         "http://127.0.0.1:5055/#/experiments/7/runs?workflowType=machine_learning"
+    assert local.browse_url("7", "skd-best-first").endswith("runs?workflowType=machine_learning"
+                                                             "&viewStateShareKey=skd-best-first")
 
 
 def closed_port() -> int:
@@ -75,3 +77,39 @@ def test_a_request_has_one_store_until_its_uri_changes() -> None:
     assert req.store is first
     req.tracking_uri = "sqlite:////tmp/b.db"  # a resume pointed at another --mlflow-uri
     assert req.store is not first and req.store.uri == "sqlite:////tmp/b.db"
+
+
+def test_an_unreachable_store_is_waited_for_and_other_errors_are_not(tmp_path: Path) -> None:
+    from skd_ray.results.store import StoreUnavailable, is_unreachable
+
+    store = MlflowStore(f"sqlite:///{tmp_path / 'm.db'}", outage_limit_s=3)
+    calls: list[float] = []
+
+    def comes_back() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ConnectionError("HTTPConnectionPool: Failed to establish a new connection: Connection refused")
+        return "logged"
+
+    assert store.patiently(comes_back) == "logged" and len(calls) == 3
+
+    def never_back() -> None:
+        raise ConnectionError("Connection refused")
+
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable for"):
+        store.patiently(never_back)
+    assert 3 <= time.monotonic() - started < 8
+
+    def wrong() -> None:
+        raise ValueError("RESOURCE_DOES_NOT_EXIST: run abc not found")
+
+    with pytest.raises(ValueError):  # not an outage: raised at once
+        store.patiently(wrong)
+    try:
+        try:
+            raise OSError("could not connect to server: Connection refused")
+        except OSError as inner:
+            raise RuntimeError("An exception is raised during the commit.") from inner
+    except RuntimeError as wrapped:
+        assert is_unreachable(wrapped)  # a wrapped driver error still counts

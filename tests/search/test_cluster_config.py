@@ -45,6 +45,27 @@ def test_cluster_yaml_keeps_services_private_and_storage_shared() -> None:
     assert config["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}-py311")
 
 
+def test_the_head_runs_postgresql_for_mlflow_and_optuna() -> None:
+    """PostgreSQL in a container on the head's host (127.0.0.1 only, data on EFS), its `mlflow`
+    database the MLflow server's backend store and `optuna` the searches' studies; workers run
+    only the shared disk's commands. Every command is valid shell."""
+    import subprocess
+
+    config = load()
+    head_host = config["initialization_commands"]
+    worker_host = config["available_node_types"]["gpu_worker"]["initialization_commands"]
+    assert worker_host == head_host[:2] and not any("postgres" in c for c in worker_host)
+    started = " ".join(head_host[2:])
+    for part in ("postgres:16", "--network host", "listen_addresses=127.0.0.1", "POSTGRES_DB=mlflow",
+                 "/mnt/shared/postgres:/var/lib/postgresql/data", "createdb -U skd optuna", "--restart unless-stopped"):
+        assert part in started, part
+    assert "--backend-store-uri postgresql://skd@127.0.0.1:5432/mlflow" in " ".join(config["head_start_ray_commands"])
+    assert "~/.pgpass" in " ".join(config["head_setup_commands"])
+    assert "--optuna-storage postgresql://skd@127.0.0.1:5432/optuna" in CLUSTER.read_text()
+    for command in [*head_host, *config["head_setup_commands"], *config["head_start_ray_commands"]]:
+        assert subprocess.run(["bash", "-n", "-c", command]).returncode == 0, command
+
+
 @pytest.mark.parametrize("breakage", ["min_workers_type", "unknown_head_type", "min_over_max"])
 def test_validator_rejects_broken_variants(breakage: str) -> None:
     config = load()

@@ -69,6 +69,10 @@ def test_byot_learns_digits_and_reports_every_exit() -> None:
     best_epoch = max(s.history, key=lambda m: m["val_acc"])["epoch"]
     assert s.best_state is not None and s.best_state["epoch"] == next(
         m["epoch"] for m in s.history if m["val_acc"] == final["best_val_acc"]) <= best_epoch
+    # Every epoch names the epoch of the best checkpoint so far: readers need no metric history.
+    assert final["best_epoch"] == s.best_state["epoch"]
+    assert [m["best_epoch"] for m in s.history] == [
+        next(e["epoch"] for e in s.history if e["val_acc"] == m["best_val_acc"]) for m in s.history]
 
 
 def test_vanilla_reports_single_exit() -> None:
@@ -334,5 +338,6 @@ def test_an_objective_to_minimise_keeps_the_epoch_of_the_lowest_value() -> None:
     assert final["best_val_loss"] == min(losses)
     assert [m["best_val_loss"] for m in s.history] == [min(losses[:i + 1]) for i in range(len(losses))]
     assert s.best_state is not None and s.best_state["epoch"] == losses.index(min(losses)) + 1
+    assert final["best_epoch"] == s.best_state["epoch"]
     # Accuracies keep their own best too (the leaderboard shows them beside the loss).
     assert final["best_val_acc"] == max(m["val_acc"] for m in s.history)

@@ -11,6 +11,10 @@ from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.request import Resources
 from skd_ray.search.space.definition import SearchSpace
 
+# The field of every result a trial hands Tune that names its MLflow run: the driver's callbacks
+# and searcher read the run from the result instead of searching the store for it.
+RUN_ID_RESULT = "mlflow_run_id"
+
 
 @dataclass
 class TrialSettings(Resources):

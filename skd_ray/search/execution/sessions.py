@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from skd_ray.results.names import Tags
+from skd_ray.results.tracking import setup_tags
+from skd_ray.search.execution.job import RUN_ID_RESULT
 from skd_ray.training.checkpoint import CHECKPOINT_FILE, load_state, save_state
 from skd_ray.training.hardware import RunSetup, cap_gpu_share
 from skd_ray.training.metrics import IS_BEST
@@ -29,6 +31,18 @@ def state_from_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
         return None
     with checkpoint.as_directory() as directory:
         return load_state(Path(directory) / CHECKPOINT_FILE)
+
+
+def run_tags_with_setup(sink: MetricSink | None, run_tags: dict[str, str], setup: RunSetup) -> None:
+    """Tag the run with where it runs (`run_tags`) and how it trains (`setup_tags`), in one request."""
+    if sink is not None:
+        sink.log_tags({**run_tags, **setup_tags(setup)})
+
+
+def with_run_id(metrics: dict[str, Any], sink: MetricSink | None) -> dict[str, Any]:
+    """`metrics` for Tune, naming the trial's MLflow run (`RUN_ID_RESULT`) when this process logs to it."""
+    run_id = getattr(sink, "run_id", None)
+    return {**metrics, RUN_ID_RESULT: run_id} if run_id else metrics
 
 
 def report_with_state(report: Callable[..., None], checkpoint_cls: Any, metrics: dict[str, float],
@@ -66,9 +80,9 @@ class RaySession:
         self.gpu_share = cap_gpu_share(gpu_share, self.device)
         self.sink = sink if self.rank == 0 else None
         self.node_ids = self._gather_node_ids()
-        if self.sink is not None:
-            self.sink.log_tags({Tags.WORKER_NODES: ",".join(self.node_ids),
-                                Tags.WORLD_SIZE: str(self.world_size), Tags.EXECUTOR: self.executor})
+        # Logged with the setup tags (`log_setup`, the first thing `fit` does): one request.
+        self.run_tags = {Tags.WORKER_NODES: ",".join(self.node_ids), Tags.WORLD_SIZE: str(self.world_size),
+                         Tags.EXECUTOR: self.executor}
 
     def _gather_node_ids(self) -> list[str]:
         """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""
@@ -87,8 +101,7 @@ class RaySession:
         return [str(v) for v in gathered]
 
     def log_setup(self, setup: RunSetup) -> None:
-        if self.sink is not None:
-            self.sink.log_setup(setup)
+        run_tags_with_setup(self.sink, self.run_tags, setup)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if self.world_size == 1:
@@ -111,7 +124,7 @@ class RaySession:
             ray.train.report(metrics)
             return
         publish(self.sink, metrics, state, is_best)
-        report_with_state(ray.train.report, ray.train.Checkpoint, metrics, state)
+        report_with_state(ray.train.report, ray.train.Checkpoint, with_run_id(metrics, self.sink), state)
 
 
 class TuneTrialSession:
@@ -136,18 +149,18 @@ class TuneTrialSession:
         self.sink = sink
         self.started_at = started_at
         self.reports = 0
-        if sink is not None:
+        self.run_tags: dict[str, str] = {}
+        if sink is not None:  # logged with the setup tags (`log_setup`, the first thing `fit` does)
             import ray
 
-            sink.log_tags({Tags.WORKER_NODES: ray.get_runtime_context().get_node_id(), Tags.WORLD_SIZE: "1",
-                           Tags.EXECUTOR: "trial_process"})
+            self.run_tags = {Tags.WORKER_NODES: ray.get_runtime_context().get_node_id(), Tags.WORLD_SIZE: "1",
+                             Tags.EXECUTOR: "trial_process"}
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
 
     def log_setup(self, setup: RunSetup) -> None:
-        if self.sink is not None:
-            self.sink.log_setup(setup)
+        run_tags_with_setup(self.sink, self.run_tags, setup)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         from ray import tune
@@ -158,5 +171,6 @@ class TuneTrialSession:
         from ray import tune
 
         publish(self.sink, metrics, state, is_best)
-        report_with_state(tune.report, tune.Checkpoint, {**metrics, IS_BEST: float(is_best)}, state)
+        report_with_state(tune.report, tune.Checkpoint, with_run_id({**metrics, IS_BEST: float(is_best)}, self.sink),
+                          state)
         self.reports += 1

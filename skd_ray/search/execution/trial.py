@@ -13,9 +13,10 @@ from typing import Any, NoReturn
 
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status
+from skd_ray.results.summary import trial_run_name
 from skd_ray.results.tracking import SearchRuns
 from skd_ray.search.execution.executors import executor_for
-from skd_ray.search.execution.job import DeterministicFailure, TrialJob, TrialSettings
+from skd_ray.search.execution.job import RUN_ID_RESULT, DeterministicFailure, TrialJob, TrialSettings
 from skd_ray.training.resolve import resolve_config
 
 
@@ -33,15 +34,20 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     flat = settings.space.to_flat(config)
     cfg = resolve_config(flat)
     runs = settings.runs
-    run_id = runs.start_trial(
-        ctx.get_trial_id(), ctx.get_trial_name(), cfg.to_flat(),
-        {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: ctx.get_trial_name()},
+    # Tune names a search's trials by their number (`t03`); the run is named for it at once.
+    label = ctx.get_trial_name()
+    values = {p.key: flat[p.key] for p in settings.space.params if p.key in flat}
+    run_id, earlier = runs.open_trial(
+        ctx.get_trial_id(), trial_run_name(label, cfg.method, values, Status.RUNNING, 0), cfg.to_flat(),
+        {Tags.METHOD: cfg.method, Tags.SEED: str(cfg.train.seed), Tags.TRIAL_NAME: label},
     )
+    # Only a run an earlier attempt made can hold a restart count or that attempt's failure.
+    tags = runs.tags(run_id) if earlier else {}
     if tune.get_checkpoint() is not None:
-        record_restart(runs, run_id)
+        record_restart(runs, run_id, tags)
     job = TrialJob(cfg, flat, run_id, ctx.get_trial_id(), started_at, settings)
     try:
-        raise_if_failed_before(runs, run_id)
+        raise_if_failed_before(tags)
         try:
             trained = executor_for(settings).train(job)
         except DeterministicFailure as failure:
@@ -49,7 +55,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         if not trained.reported and trained.metrics:
             # Restored from its final checkpoint (the search was interrupted after the last
             # epoch): hand Tune the stored final result once more.
-            tune.report(trained.metrics)
+            tune.report({**trained.metrics, RUN_ID_RESULT: run_id})
     except Exception as err:
         # Whether this is a failure or Tune stopping the trial (ASHA) only the driver knows:
         # record the error and let its ChildRunStatus callback set the final status.
@@ -58,16 +64,18 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     runs.close(run_id, Status.COMPLETED)
 
 
-def record_restart(runs: SearchRuns, run_id: str) -> None:
-    """Count on the trial's run each start from a checkpoint (Tune's retry after a lost node
-    or process, or `--resume`): the run shows that the trial was restarted, and how often."""
-    restarts = int(runs.tags(run_id).get(Tags.RESTARTS, "0")) + 1
+def record_restart(runs: SearchRuns, run_id: str, tags: dict[str, str]) -> None:
+    """Count on the trial's run (whose `tags` these are) each start from a checkpoint (Tune's
+    retry after a lost node or process, or `--resume`): the run shows that the trial was
+    restarted, and how often."""
+    restarts = int(tags.get(Tags.RESTARTS, "0")) + 1
     runs.set_tag(run_id, Tags.RESTARTS, str(restarts))
 
 
-def raise_if_failed_before(runs: SearchRuns, run_id: str) -> None:
-    """A trial restarted by Tune after a deterministic error fails again at once, same reason."""
-    earlier = runs.tags(run_id).get(Tags.DETERMINISTIC_ERROR)
+def raise_if_failed_before(tags: dict[str, str]) -> None:
+    """A trial restarted by Tune after a deterministic error (recorded in its run's `tags`)
+    fails again at once, same reason."""
+    earlier = tags.get(Tags.DETERMINISTIC_ERROR)
     if earlier:
         raise TrialFailed(earlier)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import glob
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 from skd_ray.errors import SkdError, check_path_fits, name_limits, nearest_existing
 from skd_ray.search.request import SearchRequest
 from skd_ray.search.space.definition import Param, SearchSpace
-from skd_ray.search.state.tune_files import STUDY_FILE, DamagedFile, check_study, check_tune_state, usable_backup
+from skd_ray.search.state.study import StudyStorage
+from skd_ray.search.state.tune_files import DamagedFile, check_tune_state, usable_backup
 
 STATE_FILE = "skd_search.json"
 NOT_SAVED = ("space", "callbacks", "resume")  # the space is saved whole; the others are per run
@@ -24,6 +27,8 @@ REQUEST_TYPES: dict[str, tuple[type, ...]] = {
     "num_samples": (int,), "workers": (int,), "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
     "seed": (int,), "grace_period": (int,), "sampler": (str,), "objectives": (list,),
 }
+# Saved settings that searches saved before them lack, with the JSON types they may have.
+OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {"optuna_storage": (str, type(None))}
 
 
 def write_state(exp_dir: Path, experiment_id: str, parent_run_id: str, request: dict[str, Any],
@@ -72,6 +77,9 @@ def check_state_shape(path: Path, state: Any) -> None:
         if key not in request or not isinstance(request[key], kinds) or isinstance(request[key], bool) \
                 and bool not in kinds:
             raise bad(f"request.{key} is missing or of the wrong type")
+    for key, kinds in OPTIONAL_TYPES.items():
+        if key in request and not isinstance(request[key], kinds):
+            raise bad(f"request.{key} is of the wrong type")
     if not isinstance(space.get("params"), list) or not all(isinstance(p, dict) for p in space["params"]):
         raise bad("space.params is not a list of objects")
     try:
@@ -171,6 +179,25 @@ def latest_search_name(storage: str, experiment: str) -> str:
     return found[-1].name
 
 
+def claim_search_name(storage: str, experiment: str, taken: Callable[[str], bool] | None = None,
+                      tries: int = 30) -> str:
+    """A new search's name, `<experiment>_<YYYYmmdd-HHMMSS>`, with its folder under `storage`
+    created by this process. A search of the same experiment started in the same second (by
+    another process on this storage, or with its study in the same Optuna storage: `taken`
+    says a study name is in use there) keeps that name; this one takes the next free second's."""
+    for _ in range(tries):
+        name = f"{experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
+        if taken is None or not taken(safe_name(name)):
+            try:
+                (Path(storage) / safe_name(name)).mkdir(parents=True)
+                return name
+            except FileExistsError:
+                pass
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)  # the next second's name
+    raise SkdError(f"no free name for a new search of {experiment!r} under {storage} in {tries} s",
+                   "start it again, or pass another --experiment")
+
+
 def check_name_unique(storage: str, experiment: str) -> None:
     """Refuse a new search whose folder name another experiment's searches already use
     (`a b` and `a_b` both become `a_b_<time>`): `--resume` could not tell them apart."""
@@ -208,13 +235,16 @@ class ResumeCheck:
         return bool(self.trial_statuses) and all(s in ("TERMINATED", "ERROR") for s in self.trial_statuses)
 
 
-def check_resumable(storage: str, search_name: str) -> ResumeCheck:
+def check_resumable(storage: str, search_name: str, optuna_storage: str | None = None) -> ResumeCheck:
     """Check every saved piece of a search (its settings, Optuna's study, Tune's state) before
-    anything is reopened; reading only, so a refused resume leaves the search as it was."""
+    anything is reopened; reading only, so a refused resume leaves the search as it was.
+    `optuna_storage`: where the study is now, when not where the search saved it was."""
     exp_dir = Path(storage) / safe_name(search_name)
     state = read_state(exp_dir)
     request = saved_request(storage, search_name)
-    check_study(exp_dir / STUDY_FILE, safe_name(search_name))
+    if optuna_storage:
+        request.optuna_storage = optuna_storage
+    StudyStorage(request.optuna_storage, exp_dir).check_study(safe_name(search_name))
     try:
         return ResumeCheck(request, state["experiment_id"], state["parent_run_id"], check_tune_state(exp_dir))
     except DamagedFile as err:

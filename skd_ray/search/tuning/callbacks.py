@@ -9,7 +9,14 @@ from ray import tune
 from skd_ray.results.names import Tags
 from skd_ray.results.statuses import Status, trial_outcome
 from skd_ray.results.tracking import SearchRuns
+from skd_ray.search.execution.job import RUN_ID_RESULT
 from skd_ray.training.metrics import EPOCH
+
+
+def trial_run_id(runs: SearchRuns, trial_id: str, result: dict | None) -> str | None:
+    """The MLflow run of trial `trial_id`: as its latest result names it, else (a trial that
+    failed before its first result) found in the store."""
+    return (result or {}).get(RUN_ID_RESULT) or runs.trial_run(trial_id)
 
 
 class ChildRunStatus(tune.Callback):
@@ -21,7 +28,7 @@ class ChildRunStatus(tune.Callback):
         self.max_epochs = max_epochs
 
     def _close(self, trial: Any, status: str, reason: str | None) -> None:
-        run_id = self.runs.trial_run(trial.trial_id)
+        run_id = trial_run_id(self.runs, trial.trial_id, trial.last_result)
         if run_id is None:
             return
         tags = self.runs.tags(run_id)

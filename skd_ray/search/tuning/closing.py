@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from pathlib import Path
 
 from skd_ray.errors import DiskFull, is_disk_full
 from skd_ray.results.statuses import Status
 from skd_ray.results.tracking import SearchRuns
+from skd_ray.search.state.study import StudyStorage
 
 
 def ending_status(err: BaseException) -> str:
@@ -50,7 +50,7 @@ def reason_of(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:2000] if text else type(err).__name__
 
 
-def close_search(runs: SearchRuns, study_db: Path, study_name: str, err: BaseException) -> str:
+def close_search(runs: SearchRuns, study: StudyStorage, study_name: str, err: BaseException) -> str:
     """Give the search's open child runs and its parent run the status `err` means, and fail
     the Optuna trials still running unless the search can be resumed; returns the status."""
     status = ending_status(err)
@@ -63,18 +63,18 @@ def close_search(runs: SearchRuns, study_db: Path, study_name: str, err: BaseExc
         runs.close(None, status, reason)
     if status == Status.FAILED:
         with contextlib.suppress(Exception):
-            fail_running_optuna_trials(study_db, study_name)
+            fail_running_optuna_trials(study, study_name)
     return status
 
 
-def fail_running_optuna_trials(study_db: Path, study_name: str) -> int:
+def fail_running_optuna_trials(study: StudyStorage, study_name: str) -> int:
     """Mark the study's RUNNING trials FAIL (nothing will ever tell their value); returns how many."""
     import optuna
 
-    if not study_db.exists():
+    if not study.has_study(study_name):
         return 0
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_db}")
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    loaded = optuna.load_study(study_name=study_name, storage=study.open())
+    running = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in running:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        loaded.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     return len(running)

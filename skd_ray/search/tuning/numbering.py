@@ -9,6 +9,8 @@ Everything here lives in the driver process, where Tune runs its searcher and ca
 
 from __future__ import annotations
 
+from typing import Any
+
 # Ray trial id -> number, for every trial this driver has seen.
 NUMBERS: dict[str, int] = {}
 
@@ -32,3 +34,10 @@ def number_of(trial_id: str) -> int:
 def label(trial_id: str) -> str:
     """`t00`, `t01`, ...: what the console and the MLflow run names call the trial."""
     return f"t{number_of(trial_id):02d}"
+
+
+def trial_name(trial: Any) -> str:
+    """Ray Tune's name of a trial (its `trial_name_creator`): its label. Tune names a trial when
+    it creates it, right after the searcher numbered it, and hands the name to the trial's
+    process, which so names its MLflow run itself (`ray.tune.get_context().get_trial_name()`)."""
+    return label(trial.trial_id)

@@ -27,6 +27,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from skd_ray.results.statuses import trial_outcome
 from skd_ray.results.tracking import SearchRuns
+from skd_ray.search.tuning.callbacks import trial_run_id
 from skd_ray.search.tuning.numbering import register
 from skd_ray.training.metrics import EPOCH
 from skd_ray.training.objective import Objective
@@ -81,15 +82,15 @@ class SkdOptunaSearch(OptunaSearch):
             try:
                 ot_trial.set_user_attr("skd_status", status)
                 ot_trial.set_user_attr("epochs", epochs)
-                run_id = self._run_id(trial_id)
+                run_id = self._run_id(trial_id, result)
                 if run_id:
                     ot_trial.set_user_attr("mlflow_run_id", run_id)
             except Exception:  # noqa: BLE001 - annotations must never lose the trial's result
                 pass
         super().on_trial_complete(trial_id, result, error)
 
-    def _run_id(self, trial_id: str) -> str | None:
-        return self.runs.trial_run(trial_id) if self.runs is not None else None
+    def _run_id(self, trial_id: str, result: dict | None) -> str | None:
+        return trial_run_id(self.runs, trial_id, result) if self.runs is not None else None
 
 
 LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))

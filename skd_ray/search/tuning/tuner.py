@@ -28,14 +28,18 @@ from skd_ray.search.execution.pool.pools import DDPPools
 from skd_ray.search.execution.trial import run_trial
 from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state.backup import BackUpTuneState
+from skd_ray.search.state.live import hold_search
 from skd_ray.search.state.saved import STATE_FILE, read_state, safe_name, write_state
-from skd_ray.search.state.tune_files import STUDY_FILE, back_up_tune_state
-from skd_ray.search.tuning.answer import TrialRunLabels, write_summary
+from skd_ray.search.state.study import StudyStorage, relocate
+from skd_ray.search.state.tune_files import back_up_tune_state
+from skd_ray.search.tuning.answer import write_summary
 from skd_ray.search.tuning.callbacks import ChildRunStatus
-from skd_ray.search.tuning.closing import blame_full_storage, close_search, storage_full
+from skd_ray.search.tuning.closing import blame_full_storage, close_search, fail_running_optuna_trials, storage_full
 from skd_ray.search.tuning.numbering import reset as reset_trial_numbers
+from skd_ray.search.tuning.numbering import trial_name
 from skd_ray.search.tuning.optuna_study import PicklableNSGAII, SkdOptunaSearch, objective_metric
 from skd_ray.search.tuning.points import PointsSearcher
+from skd_ray.search.tuning.store_watch import raise_if_store_gave_up, store_gave_up, watch_store
 from skd_ray.training.metrics import EPOCH
 
 # Memory reserved for the trial process itself (see trial_resources).
@@ -59,8 +63,17 @@ def trial_resources(settings: TrialSettings) -> dict[str, float]:
 
 
 def run_search(req: SearchRequest) -> SearchOutcome:
-    """Run (or resume) the search described by `req`; returns where its results are."""
+    """Run (or resume) the search described by `req`; returns where its results are. Its driver
+    holds the search's folder and Optuna study until it ends: one live driver per search
+    (`skd_ray.search.state.live`, `StudyStorage.hold`)."""
+    name = safe_name(req.search_name)
+    exp_dir = Path(req.storage) / name
+    with hold_search(exp_dir), StudyStorage(req.optuna_storage, exp_dir).hold(name):
+        return drive_search(req)
 
+
+def drive_search(req: SearchRequest) -> SearchOutcome:
+    """`run_search`, once its driver holds the search."""
     name = safe_name(req.search_name)
     exp_dir = Path(req.storage) / name
     state_file = exp_dir / STATE_FILE
@@ -73,6 +86,9 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             raise SkdError(f"no search to resume under {exp_dir}", "use the same --storage and --experiment, "
                            "or drop --resume to start a new search")
         state = read_state(exp_dir)
+        # Ray Tune unpickles the searcher with the study's storage, which connects where it was:
+        # pointed to where the study is now (a moved database, or a moved --storage folder).
+        relocate(state["request"], StudyStorage(req.optuna_storage, exp_dir), name)
         runs = SearchRuns(req.store, state["experiment_id"], state["parent_run_id"])
         runs.reopen()
         runs.load_constants()
@@ -86,7 +102,8 @@ def run_search(req: SearchRequest) -> SearchOutcome:
              Tags.LOG_PARAMS: ",".join(p.key for p in req.space.params if p.log), **req.extra_tags},
             {"search.num_samples": req.num_samples, "search.workers_per_trial": req.workers,
              "search.cpus_per_worker": req.cpus_per_worker, "search.gpus_per_worker": req.gpus_per_worker,
-             "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed},
+             "search.concurrency": concurrency, "search.space": req.space.path, "search.seed": req.seed,
+             **({} if req.points else {"search.optuna_storage": str(StudyStorage(req.optuna_storage, exp_dir))})},
             # Final evaluations retrain whole configurations: each run keeps all its params.
             constants=req.space.constants() if not req.points else None,
         )
@@ -95,16 +112,21 @@ def run_search(req: SearchRequest) -> SearchOutcome:
             exp_dir.mkdir(parents=True, exist_ok=True)
             write_state(exp_dir, runs.experiment_id, runs.parent_run_id,
                         {f.name: getattr(req, f.name) for f in fields(req)}, req.space)
-        with watch_search(name, autoscaling, req.resource_wait_s):
+        with watch_search(name, autoscaling, req.resource_wait_s), watch_store(runs.store, name):
             outcome = tune_and_close(req, exp_dir, name, runs, concurrency, max_epochs)
     except BaseException as err:
         # Whatever ends the search here (a bug, Ctrl-C, a full disk), its runs get a final status.
         blamed = blame_full_storage(err, req.storage, name)
-        close_search(runs, exp_dir / STUDY_FILE, name, blamed)
+        # A search stopped because its store stayed away is interrupted, not failed: its Optuna
+        # trials stay open for resume (the store's own failing calls are what raised here).
+        ending = KeyboardInterrupt() if store_gave_up(name) else blamed
+        close_search(runs, StudyStorage(req.optuna_storage, exp_dir), name, ending)
+        raise_if_store_gave_up(name, err)  # the store stayed away: its one error line, not the failed call's
         if blamed is err:
             raise
         raise blamed from err
     raise_if_gave_up(name)  # closed as interrupted above; now the one error line
+    raise_if_store_gave_up(name)
     return outcome
 
 
@@ -138,7 +160,7 @@ def tune_and_close(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRun
             runs.close(run_id, Status.INTERRUPTED)
         runs.close(None, Status.INTERRUPTED)
     else:
-        close_abandoned(runs, exp_dir / STUDY_FILE, name)
+        close_abandoned(runs, StudyStorage(req.optuna_storage, exp_dir), name)
         runs.close(None, Status.COMPLETED if not results.num_errors else Status.COMPLETED_WITH_ERRORS)
     write_summary(req, exp_dir, name, runs, max_epochs)  # never raises
     log_search_plots(runs.store, req.experiment, runs.parent_run_id)  # never raises: prints a warning instead
@@ -155,7 +177,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, co
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
     reset_trial_numbers()
     callbacks = [ChildRunStatus(runs, max_epochs), ResultsAreProgress(name), BackUpTuneState(str(exp_dir)),
-                 TrialRunLabels(runs, req.space), *req.callbacks]
+                 *req.callbacks]
     if req.verbosity > QUIET:
         callbacks.append(SearchProgress(req.space, req.num_samples, max_epochs, req.space.metric, req.space.mode))
     if pools is not None:
@@ -172,7 +194,9 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, co
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=req.num_samples,
                                         # The next trial starts in this trial's warm process (imports
                                         # and the in-process dataset cache already loaded).
-                                        max_concurrent_trials=concurrency, reuse_actors=True),
+                                        max_concurrent_trials=concurrency, reuse_actors=True,
+                                        # `t03`: the trial names its MLflow run so (see numbering).
+                                        trial_name_creator=trial_name),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
                 verbose=tune_verbosity(req.verbosity),
@@ -193,20 +217,15 @@ def unfinished_trials(exp_dir: Path) -> int:
     return sum(t.status not in ("TERMINATED", "ERROR") for t in ExperimentAnalysis(str(exp_dir)).trials)
 
 
-def close_abandoned(runs: SearchRuns, study_db: Path, study_name: str) -> None:
+def close_abandoned(runs: SearchRuns, study: StudyStorage, study_name: str) -> None:
     """Once every trial of a search has ended, close what a killed driver left open that no
     trial continues: a trial it started after Tune last saved its state is unknown to the
     resumed search (which samples a replacement), so its child run and Optuna trial would stay
     running forever. They become failed / FAIL. A no-op for searches never killed."""
-    import optuna
-
     for run_id in runs.open_trials():
         runs.close(run_id, Status.FAILED, "abandoned: the search was killed before Ray Tune recorded this "
                          "trial, and the resumed search sampled another one")
-    if study_db.exists():
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_db}")
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    fail_running_optuna_trials(study, study_name)
 
 
 def tpe_startup_trials(num_samples: int) -> int:
@@ -225,8 +244,9 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     - `req.objectives` (several metrics): Optuna NSGA-II towards their Pareto front, and no
       early stopping: ASHA ranks trials by one metric and would cut off one end of the front;
     - `req.points`: each given config once (final evaluation), no early stopping.
-    Optuna's study lives in `<exp_dir>/optuna.db`; the first trial is the space's defaults
-    unless `req.start_from_defaults` is off.
+    Optuna's study, named `name`, is created new in `req.optuna_storage` (default
+    `<exp_dir>/optuna.db`; see `skd_ray.search.state.study`); the first trial is the space's
+    defaults unless `req.start_from_defaults` is off.
     """
     import optuna
     from ray.tune.schedulers import ASHAScheduler
@@ -243,10 +263,15 @@ def build_search_algorithm(req: SearchRequest, name: str, exp_dir: Path, max_epo
     else:
         metric, mode = objective_metric(req.space.metric, req.space.mode), req.space.mode
         sampler = optuna.samplers.TPESampler(n_startup_trials=tpe_startup_trials(req.num_samples), seed=req.seed)
+    study = StudyStorage(req.optuna_storage, exp_dir)
+    storage = study.open()
+    # A new study of its own: Ray's OptunaSearch would join one of that name that exists.
+    study.create_study(name, ["minimize" if m == "min" else "maximize" for m in (mode if isinstance(mode, list)
+                                                                                 else [mode])], storage)
     searcher = SkdOptunaSearch(
         runs=runs, max_epochs=max_epochs, space=req.space.define_by_run, metric=metric, mode=mode,
         points_to_evaluate=[req.space.default_point()] if req.start_from_defaults else None, sampler=sampler,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / STUDY_FILE}"), study_name=name,
+        storage=storage, study_name=name,
     )
     if req.objectives or not req.early_stopping:
         return searcher, None

@@ -29,7 +29,7 @@ import torch
 from skd_ray.models.flops import count_macs
 from skd_ray.results.names import Artifacts, Tags
 from skd_ray.results.statuses import FINISHED_SEARCH, REOPENED, Status
-from skd_ray.results.store import MlflowStore
+from skd_ray.results.store import MlflowStore, StoreOfRequest
 from skd_ray.results.tracking import (
     SearchRuns,
 )
@@ -64,7 +64,7 @@ from skd_ray.training.resolve import build_run, resolve_config
 
 
 @dataclass
-class CompareRequest:
+class CompareRequest(StoreOfRequest):
     """A new comparison as the command line asks for it."""
 
     methods: list[str]  # the reference (vanilla) first
@@ -122,11 +122,14 @@ def start_comparison(req: CompareRequest) -> tuple[CompareState, Path]:
     return state, folder
 
 
-def resume_comparison(folder: Path, tracking_uri: str | None) -> CompareState:
-    """The saved state of an interrupted comparison, its MLflow run reopened."""
+def resume_comparison(folder: Path, tracking_uri: str | None, optuna_storage: str | None = None) -> CompareState:
+    """The saved state of an interrupted comparison, its MLflow run reopened; `tracking_uri` and
+    `optuna_storage`: where the MLflow store and the searches' studies are now, when moved."""
     state = load_state(folder)
     if tracking_uri:
         state.tracking_uri = tracking_uri
+    if optuna_storage:
+        state.settings["optuna_storage"] = optuna_storage
     state.store.check_search_run(state.experiment_id, state.parent_run_id)
     SearchRuns(state.store).reopen(state.parent_run_id)
     return state
@@ -213,7 +216,7 @@ def resumable_search(state: CompareState, step: MethodStep, folder: Path) -> Sea
         step.search_name = f"{step.search_name}-again"
         state.save(folder)
         return resumable_search(state, step, folder)
-    check = check_resumable(str(folder), step.search_name)
+    check = check_resumable(str(folder), step.search_name, state.settings.get("optuna_storage"))
     step.search_run_id = check.parent_run_id
     parent = state.store.check_search_run(check.experiment_id, check.parent_run_id)
     if check.finished and parent.data.tags.get(Tags.STATUS) in FINISHED_SEARCH:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from skd_ray.search.execution.job import RUN_ID_RESULT
 from skd_ray.search.execution.pool.messages import PoolEvent, PoolJob, Report
 from skd_ray.training.checkpoint import CHECKPOINT_FILE
 
@@ -86,5 +87,6 @@ class PoolLink:
         state = ray.get(event.state[0])
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / CHECKPOINT_FILE).write_bytes(state)
-            tune.report(event.metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report({**event.metrics, RUN_ID_RESULT: self.job.run_id},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
         ray.get(self.mailbox.decide.remote(self.key, True))

@@ -86,9 +86,8 @@ class PoolSession(RaySession):
         self.key = key
         self.reports = 0
         pids = self._gather_from_ranks(str(os.getpid()))
-        if self.sink is not None:
-            # The same pids across trials show the pool's processes being reused.
-            self.sink.log_tags({Tags.WORKER_PIDS: ",".join(pids)})
+        # The same pids across trials show the pool's processes being reused.
+        self.run_tags[Tags.WORKER_PIDS] = ",".join(pids)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         refs = self.job.state
