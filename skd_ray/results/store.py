@@ -108,47 +108,22 @@ class MlflowStore:
         return self._client
 
     def patiently(self, call: Callable[[], T], what: str = "call") -> T:
-        """`call()`, waiting while the store is unreachable (polling every few seconds) for at
-        most `outage_limit_s`; any other error, or one after the bound, is raised as it is."""
-        down_since: float | None = None
-        while True:
-            try:
-                result = call()
-            except Exception as err:
-                if self.gave_up or not is_unreachable(err):
-                    raise
-                now = time.monotonic()
-                if down_since is None:
-                    down_since = now
-                    LOG.warning("MLflow store %s unreachable during %s; waiting up to %.0f s", self, what,
-                                self.outage_limit_s)
-                if now - down_since >= self.outage_limit_s:
-                    raise StoreUnavailable(f"MLflow store {self} unreachable for {now - down_since:.0f} s",
-                                           "start it again; a search continues with skd-ray resume") from err
-                time.sleep(OUTAGE_POLL_S)
-                continue
-            if down_since is not None:
-                LOG.warning("MLflow store %s back after %.0f s", self, time.monotonic() - down_since)
-            return result
+        """`call()`, waiting while the store is unreachable (see `wait_out`) for at most
+        `outage_limit_s`; any other error, or one after the bound, is raised as it is."""
+        return wait_out(call, f"MLflow store {self}", self.outage_limit_s, lambda: self.gave_up, what)
 
     def ping(self, timeout_s: float = 3.0) -> str | None:
         """None when the store answers now, else why not (one short attempt, no retries):
         what a watcher polls. Files and SQLite always answer."""
-        try:
-            if self.is_server:
+        if self.is_server:
+            try:
                 import urllib.request
 
                 urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout_s).read()
-            elif self.is_database:
-                import sqlalchemy
-
-                args = {"connect_timeout": max(1, int(timeout_s))} if self.scheme.startswith("postgresql") else {}
-                engine = sqlalchemy.create_engine(self.uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
-                with engine.connect():
-                    pass
-        except Exception as err:  # noqa: BLE001 - any failure to answer is the answer
-            return " ".join(str(getattr(err, "reason", None) or getattr(err, "orig", None) or err).split())[:160]
-        return None
+            except Exception as err:  # noqa: BLE001 - any failure to answer is the answer
+                return " ".join(str(getattr(err, "reason", None) or err).split())[:160]
+            return None
+        return ping_database(self.uri, timeout_s) if self.is_database else None
 
     @property
     def scheme(self) -> str:
@@ -424,6 +399,46 @@ UNREACHABLE = (
     "the database system is starting up", "Can't connect to MySQL server", "Lost connection to MySQL server",
     "connection timeout expired",
 )
+
+
+def ping_database(url: str, timeout_s: float = 3.0) -> str | None:
+    """None when the database at `url` takes a connection now, else why not (one attempt)."""
+    try:
+        import sqlalchemy
+
+        args = {"connect_timeout": max(1, int(timeout_s))} if url.startswith("postgres") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            pass
+    except Exception as err:  # noqa: BLE001 - any failure to answer is the answer
+        return " ".join(str(getattr(err, "orig", None) or err).split())[:160]
+    return None
+
+
+def wait_out(call: Callable[[], T], label: str, limit_s: float, gave_up: Callable[[], bool] = lambda: False,
+             what: str = "call") -> T:
+    """`call()`, polling every few seconds while what it talks to (`label`) is unreachable
+    (`is_unreachable`) for at most `limit_s`; any other error, one after the bound
+    (`StoreUnavailable`), or any once `gave_up()`, is raised."""
+    down_since: float | None = None
+    while True:
+        try:
+            result = call()
+        except Exception as err:
+            if gave_up() or not is_unreachable(err):
+                raise
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+                LOG.warning("%s unreachable during %s; waiting up to %.0f s", label, what, limit_s)
+            if now - down_since >= limit_s:
+                raise StoreUnavailable(f"{label} unreachable for {now - down_since:.0f} s",
+                                       "start it again; a search continues with skd-ray resume") from err
+            time.sleep(OUTAGE_POLL_S)
+            continue
+        if down_since is not None:
+            LOG.warning("%s back after %.0f s", label, time.monotonic() - down_since)
+        return result
 
 
 def is_unreachable(err: BaseException) -> bool:

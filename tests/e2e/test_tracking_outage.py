@@ -184,3 +184,33 @@ def test_a_server_away_past_the_bound_stops_the_search_and_resume_finishes_it(
         cli.cleanup()
     assert res.returncode == 0, res.stdout[-4000:]
     assert_complete(server.url, "bounded", resumed=True)
+
+
+def test_the_optuna_database_restarting_fails_no_trial(postgres_server: Any, postgres_db: str, tmp_path: Path) -> None:
+    """The search's Optuna study in PostgreSQL (--optuna-storage); the database is stopped once a
+    trial has logged an epoch and started again a minute later: the search finishes with every
+    trial in its study and in MLflow, and says so once each way."""
+    import optuna
+
+    cli = CliRun(tmp_path)
+    try:
+        search, log = start_search(cli, tmp_path, cli.mlflow_uri, "study_outage", "--optuna-storage", postgres_db)
+        wait_for_first_epoch(cli.mlflow_uri, "study_outage", search, log)
+        postgres_server.stop()
+        time.sleep(60)
+        assert search.poll() is None, "the search ended without its study's database:\n" + log.read_text()[-4000:]
+        postgres_server.start()
+        out = wait_for_exit(search, log, 600)
+    finally:
+        if postgres_server.proc is None:
+            postgres_server.start()
+        cli.cleanup()
+    assert search.returncode == 0, out[-4000:]
+    lines = out.splitlines()
+    assert sum("warning: Optuna storage" in line and "is unreachable" in line for line in lines) == 1, out[-4000:]
+    assert sum(line.startswith("Optuna storage") and " is back after " in line for line in lines) == 1, out[-4000:]
+    assert f"{TRIALS} trials, 0 failed;" in out, out[-4000:]
+    assert_complete(cli.mlflow_uri, "study_outage")
+    (summary,) = optuna.get_all_study_summaries(postgres_db)
+    study = optuna.load_study(study_name=summary.study_name, storage=postgres_db)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS

@@ -29,6 +29,7 @@ lock named after the study. A second driver is refused with one error line.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,14 @@ from skd_ray.results.databases import (
     is_postgresql,
     sqlite_path,
 )
-from skd_ray.results.store import SQLITE_HEADER, TRANSIENT_ON_CREATION, masked, retry
+from skd_ray.results.store import (
+    DEFAULT_OUTAGE_LIMIT_S,
+    SQLITE_HEADER,
+    TRANSIENT_ON_CREATION,
+    masked,
+    retry,
+    wait_out,
+)
 from skd_ray.search.state.tune_files import STUDY_FILE, check_study
 
 # Where studies are now, by the URL their storage was pickled with; a resumed search's driver
@@ -208,10 +216,33 @@ class StudyStorage:
 class RelocatableRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDBStorage, which connects to its database as it is unpickled (Ray Tune pickles
     a search's searcher with its study), connecting instead to where the study is now when the
-    driver says it moved (`RELOCATED`)."""
+    driver says it moved (`RELOCATED`); and whose every call waits out a database that went away
+    for a while (a restart, a fail-over) instead of failing the search (see `patient`)."""
+
+    outage_limit_s = DEFAULT_OUTAGE_LIMIT_S
+    gave_up = False  # the driver's watch stopped the search: fail at once (class-wide, per process)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__({**state, "url": RELOCATED.get(state["url"], state["url"])})
+
+
+def patient(name: str, method: Any) -> Any:
+    """`method` of the storage, waiting while its database is unreachable (`wait_out`)."""
+    @functools.wraps(method)
+    def call(self: RelocatableRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return wait_out(lambda: method(self, *args, **kwargs), f"Optuna storage {masked(self.url)}",
+                        self.outage_limit_s, lambda: RelocatableRDBStorage.gave_up, name)
+    return call
+
+
+for _name, _member in list(vars(optuna.storages.RDBStorage).items()):
+    if callable(_member) and not _name.startswith("_"):
+        setattr(RelocatableRDBStorage, _name, patient(_name, _member))
+
+
+def give_up_on_studies() -> None:
+    """The search is stopping without its study's database: its calls fail at once from now on."""
+    RelocatableRDBStorage.gave_up = True
 
 
 def relocate(saved_request: dict[str, Any], now: StudyStorage, study_name: str) -> None:

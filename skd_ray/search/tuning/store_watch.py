@@ -19,52 +19,64 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from skd_ray.errors import SkdError
-from skd_ray.results.store import MlflowStore
+from skd_ray.results.store import MlflowStore, masked, ping_database
+from skd_ray.search.state.study import give_up_on_studies
 
 POLL_S = 2.0
 
 
 class StoreWatch(threading.Thread):
-    """Polls `store.ping()`; says when the store stops and starts answering; gives up after
-    `store.outage_limit_s` without an answer."""
+    """Polls `ping` (None: it answered); says when the store stops and starts answering; gives
+    up after `limit_s` without an answer (`on_give_up`, then the search is interrupted)."""
 
-    def __init__(self, store: MlflowStore, say: Callable[[str], None] = print, poll_s: float = POLL_S,
-                 interrupt: Callable[[], None] | None = None) -> None:
+    def __init__(self, label: str, ping: Callable[[], str | None], limit_s: float,
+                 say: Callable[[str], None] = print, poll_s: float = POLL_S,
+                 interrupt: Callable[[], None] | None = None, on_give_up: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="skd-store-watch", daemon=True)
-        self.store, self.say, self.poll_s = store, say, poll_s
+        self.label, self.ping, self.limit_s = label, ping, limit_s
+        self.say, self.poll_s, self.on_give_up = say, poll_s, on_give_up
         # Tune stops as on Ctrl-C: state saved, resume works.
         self.interrupt = interrupt or (lambda: os.kill(os.getpid(), signal.SIGINT))
         self.down_since: float | None = None
         self.gave_up: str | None = None
         self._stop = threading.Event()
 
+    @classmethod
+    def of_store(cls, store: MlflowStore, **kwargs: Any) -> StoreWatch:
+        """The watch of the search's MLflow server or database."""
+        def give_up() -> None:
+            store.gave_up = True  # the driver's own waiting calls fail now, so the search can stop
+
+        kind = "server" if store.is_server else "store"
+        return cls(f"MLflow {kind} {store}", store.ping, store.outage_limit_s, on_give_up=give_up, **kwargs)
+
     def run(self) -> None:
         while not self._stop.wait(self.poll_s):
-            self.check(self.store.ping(timeout_s=self.poll_s))
+            self.check(self.ping())
             if self.gave_up:
                 return
 
     def check(self, problem: str | None, now: float | None = None) -> None:
         """One poll's answer: None when the store answered."""
         now = time.monotonic() if now is None else now
-        kind = "server" if self.store.is_server else "store"
         if problem is None:
             if self.down_since is not None:
-                self.say(f"MLflow {kind} {self.store} is back after {now - self.down_since:.0f} s; "
-                         "the trials' waiting logs go to it now")
+                self.say(f"{self.label} is back after {now - self.down_since:.0f} s; "
+                         "what waited for it goes to it now")
                 self.down_since = None
             return
         if self.down_since is None:
             self.down_since = now
-            self.say(f"warning: MLflow {kind} {self.store} is unreachable ({problem}); trials keep what they "
-                     f"log until it is back (the search stops after {self.store.outage_limit_s:.0f} s without it)")
+            self.say(f"warning: {self.label} is unreachable ({problem}); trials keep what they log until it is "
+                     f"back (the search stops after {self.limit_s:.0f} s without it)")
             return
-        if now - self.down_since >= self.store.outage_limit_s and self.gave_up is None:
-            self.gave_up = f"MLflow {kind} {self.store} was unreachable for {now - self.down_since:.0f} s"
+        if now - self.down_since >= self.limit_s and self.gave_up is None:
+            self.gave_up = f"{self.label} was unreachable for {now - self.down_since:.0f} s"
             self.say(f"giving up: {self.gave_up}")
-            self.store.gave_up = True  # the driver's own waiting calls fail now, so the search can stop
+            self.on_give_up()
             self.interrupt()
 
     def stop(self) -> None:
@@ -75,20 +87,27 @@ GAVE_UP: dict[str, str] = {}
 
 
 @contextlib.contextmanager
-def watch_store(store: MlflowStore, name: str) -> Iterator[StoreWatch | None]:
-    """Watch the tracking store of search `name` while Tune runs it (see module docstring)."""
+def watch_store(store: MlflowStore, name: str, study_url: str | None = None) -> Iterator[list[StoreWatch]]:
+    """Watch the tracking store of search `name`, and the database of its Optuna study
+    (`study_url`, when it is a database server), while Tune runs it (see module docstring)."""
     GAVE_UP.pop(name, None)
-    if not (store.is_server or store.is_database):
-        yield None
-        return
-    watch = StoreWatch(store, say=lambda line: print(line, flush=True))
-    watch.start()
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    watches = []
+    if store.is_server or store.is_database:
+        watches.append(StoreWatch.of_store(store, say=say))
+    if study_url and not study_url.startswith("sqlite"):
+        watches.append(StoreWatch(f"Optuna storage {masked(study_url)}", lambda: ping_database(study_url),
+                                  store.outage_limit_s, say=say, on_give_up=give_up_on_studies))
+    for watch in watches:
+        watch.start()
     try:
-        yield watch
+        yield watches
     finally:
-        watch.stop()
-        if watch.gave_up:
-            GAVE_UP[name] = watch.gave_up
+        for watch in watches:
+            watch.stop()
+        gave_up = [w.gave_up for w in watches if w.gave_up]
+        if gave_up:
+            GAVE_UP[name] = gave_up[0]
 
 
 def store_gave_up(name: str) -> bool:

@@ -30,7 +30,7 @@ from skd_ray.search.request import SearchOutcome, SearchRequest
 from skd_ray.search.state.backup import BackUpTuneState
 from skd_ray.search.state.live import hold_search
 from skd_ray.search.state.saved import STATE_FILE, read_state, safe_name, write_state
-from skd_ray.search.state.study import StudyStorage, relocate
+from skd_ray.search.state.study import RelocatableRDBStorage, StudyStorage, relocate
 from skd_ray.search.state.tune_files import back_up_tune_state
 from skd_ray.search.tuning.answer import write_summary
 from skd_ray.search.tuning.callbacks import ChildRunStatus
@@ -112,7 +112,9 @@ def drive_search(req: SearchRequest) -> SearchOutcome:
             exp_dir.mkdir(parents=True, exist_ok=True)
             write_state(exp_dir, runs.experiment_id, runs.parent_run_id,
                         {f.name: getattr(req, f.name) for f in fields(req)}, req.space)
-        with watch_search(name, autoscaling, req.resource_wait_s), watch_store(runs.store, name):
+        study = StudyStorage(req.optuna_storage, exp_dir)
+        RelocatableRDBStorage.outage_limit_s, RelocatableRDBStorage.gave_up = req.tracking_outage_s, False
+        with watch_search(name, autoscaling, req.resource_wait_s), watch_store(runs.store, name, study.url):
             outcome = tune_and_close(req, exp_dir, name, runs, concurrency, max_epochs)
     except BaseException as err:
         # Whatever ends the search here (a bug, Ctrl-C, a full disk), its runs get a final status.
