@@ -21,6 +21,7 @@ import matplotlib.cm
 import matplotlib.colors
 import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -134,13 +135,21 @@ def parallel_coordinates(data: SearchData) -> Figure:
     # Reversed viridis: the best trials are dark (they stand out on white), the worst pale.
     cmap = matplotlib.colormaps["viridis_r"]
     acc = axes[-1]
-    for i in sorted(range(len(rows)), key=lambda i: rows[i].best_val_acc):
-        ys = [a.position(values[i].get(a.name)) if a is not acc else acc.position(rows[i].best_val_acc)
-              for a in axes]
-        best = i == 0
-        ax.plot(range(len(axes)), ys, color=cmap(acc.position(rows[i].best_val_acc)),
-                linewidth=3.0 if best else 1.2, alpha=1.0 if best else 0.75, marker="o", markersize=3,
-                zorder=3 if best else 2)
+    # Every trial but the best as one collection of lines and one of points, worst first (the
+    # better drawn over the worse): one artist each instead of one per trial, for large searches.
+    lines, line_colors, points, point_colors = [], [], [], []
+    for i in sorted(range(1, len(rows)), key=lambda i: rows[i].best_val_acc):
+        color = cmap(acc.position(rows[i].best_val_acc))
+        for piece in _unbroken(_trial_line(axes, acc, values[i], rows[i])):
+            lines.append(piece)
+            line_colors.append(color)
+            points += piece
+            point_colors += [color] * len(piece)
+    ax.add_collection(LineCollection(lines, colors=line_colors, linewidths=1.2, alpha=0.75, zorder=2))
+    if points:
+        ax.scatter(*zip(*points), c=point_colors, s=9, alpha=0.75, zorder=2)
+    ax.plot(range(len(axes)), [y for _, y in _trial_line(axes, acc, values[0], rows[0])],
+            color=cmap(acc.position(rows[0].best_val_acc)), linewidth=3.0, marker="o", markersize=3, zorder=3)
     norm = matplotlib.colors.Normalize(acc.low, acc.high if acc.high > acc.low else acc.low + 1e-9)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="best val_acc", pad=0.01)
     for x, a in enumerate(axes):
@@ -151,6 +160,23 @@ def parallel_coordinates(data: SearchData) -> Figure:
     ax.set(yticks=[], ylim=(-0.05, 1.05), xlim=(-0.2, len(axes) - 0.4),
            title="Parallel coordinates (colour: best val_acc, thick: best trial)")
     return fig
+
+
+def _trial_line(axes: list[_Axis], acc: _Axis, values: dict[str, object], row: TrialRow) -> list[tuple[int, float]]:
+    """A trial's point on every axis of the parallel-coordinates plot (NaN where it has no value)."""
+    return [(x, a.position(values.get(a.name)) if a is not acc else acc.position(row.best_val_acc))
+            for x, a in enumerate(axes)]
+
+
+def _unbroken(line: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
+    """The runs of a line between its missing points (NaN), as separate pieces."""
+    pieces: list[list[tuple[int, float]]] = [[]]
+    for point in line:
+        if point[1] == point[1]:
+            pieces[-1].append(point)
+        elif pieces[-1]:
+            pieces.append([])
+    return [p for p in pieces if p]
 
 
 @dataclass
@@ -236,21 +262,21 @@ def learning_curves(data: SearchData) -> Figure:
     best = next((r.name for r in data.scored() if r.name in curves), next(iter(curves)))
     fig = _figure(7.4, 4.4)
     ax = fig.add_subplot()
-    stopped_label = "stopped by ASHA"
+    others = {name: points for name, points in curves.items() if name != best}
+    # One collection for every other trial's line: one artist instead of one per trial.
+    ax.add_collection(LineCollection(list(others.values()), colors="0.6", linewidths=1.0, alpha=0.8))
+    stopped = [points[-1] for name, points in others.items() if status.get(name) == Status.EARLY_STOPPED]
+    if stopped:
+        ax.plot(*zip(*stopped), "x", linestyle="none", color="tab:orange", markersize=7, label="stopped by ASHA")
     ends: dict[tuple[int, float], list[str]] = {}  # trials ending at the same point share one label
-    for name, points in curves.items():
-        if name == best:
-            continue
-        ax.plot(*zip(*points), color="0.6", linewidth=1.0, alpha=0.8)
-        if status.get(name) == Status.EARLY_STOPPED:
-            ax.plot(*points[-1], "x", color="tab:orange", markersize=7, label=stopped_label)
-            stopped_label = "_nolegend_"
+    for name, points in others.items():
         ends.setdefault((points[-1][0], round(points[-1][1], 3)), []).append(name)
     for (epoch, value), names in ends.items():
         ax.annotate(" ".join(sorted(names)), (epoch, value), textcoords="offset points", xytext=(4, 0), fontsize=7,
                     color="0.35", va="center")
     ax.plot(*zip(*curves[best]), color="tab:blue", linewidth=2.6, marker="o", markersize=3,
             label=f"best: {best}", zorder=3)
+    ax.autoscale_view()  # the collection's lines too
     ax.set(xlabel="epoch", ylabel="val_acc", title=f"Learning curves of all {len(curves)} trials")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
