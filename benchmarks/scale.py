@@ -14,7 +14,7 @@ cluster, each into its own MLflow SQLite store. For every N it prints:
 - `train_frac`: the sum of every trial's epoch times (`time_epoch_s`, read back from MLflow)
   over `wall x concurrency`, the share of the trial slots spent training;
 - `results` and `report`: `skd-ray results` and `skd-ray results --report DIR` on the finished
-  search, each a fresh process as a user runs it.
+  search, each a fresh process as a user runs it, and the CPU seconds each took.
 
 The load average is printed beside each search: on a shared machine it says how much of the
 wall time other work took. The last line is
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -92,17 +93,20 @@ def training_seconds(store: MlflowStore, run_ids: list[str]) -> float:
     return sum(m.value for history in store.metric_histories(run_ids, TIME_EPOCH_S).values() for m in history)
 
 
-def timed_command(args: list[str], log: Path) -> float:
-    """Seconds `skd-ray <args>` took as a new process; its output goes to `log`."""
+def timed_command(args: list[str], log: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds `skd-ray <args>` took as a new process; its output goes to `log`. The
+    CPU seconds (user + system) are what the command itself needed, whatever else ran beside it."""
     cli = Path(sys.executable).with_name("skd-ray")
     command = [str(cli)] if cli.exists() else [sys.executable, "-m", "skd_ray.cli.main"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with log.open("a") as out:
         proc = subprocess.run(command + args, stdout=out, stderr=subprocess.STDOUT, check=False)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"skd-ray {' '.join(args)} failed (exit {proc.returncode}); see {log}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def measure(n: int, space_path: Path, root: Path) -> dict[str, float]:
@@ -123,14 +127,16 @@ def measure(n: int, space_path: Path, root: Path) -> dict[str, float]:
     runs = store.search_all([outcome.experiment_id], f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")
     train = training_seconds(store, [r.info.run_id for r in runs])
     common = ["results", "--experiment", name, "--mlflow-uri", uri]
-    results_s = timed_command(common, log)
-    report_s = timed_command([*common, "--report", str(root / f"{name}_report")], log)
+    (results_s, results_cpu), (report_s, report_cpu) = (timed_command(common, log), timed_command(
+        [*common, "--report", str(root / f"{name}_report")], log))
     row = {"n": n, "runs": len(runs), "errors": outcome.num_errors, "wall": wall, "cpu": cpu,
            "tail": start + wall - last.at if last.at else float("nan"), "train": train,
-           "train_frac": train / (wall * CONCURRENCY), "results": results_s, "report": report_s}
+           "train_frac": train / (wall * CONCURRENCY), "results": results_s, "report": report_s,
+           "results_cpu": results_cpu, "report_cpu": report_cpu}
     print(f"trials={n} runs={len(runs)} errors={outcome.num_errors} wall={wall:.1f}s driver_cpu={cpu:.1f}s "
           f"tail={row['tail']:.1f}s train={train:.1f}s train_frac={row['train_frac']:.3f} results={results_s:.1f}s "
-          f"report={report_s:.1f}s (load average {load_before} before, {load()} after)", flush=True)
+          f"(cpu {results_cpu:.1f}s) report={report_s:.1f}s (cpu {report_cpu:.1f}s) "
+          f"(load average {load_before} before, {load()} after)", flush=True)
     return row
 
 
@@ -161,15 +167,15 @@ def main() -> None:
         if args.keep:
             shutil.copytree(root, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("ray"))
         shutil.rmtree(root, ignore_errors=True)
-    print("trials  wall_s  per_trial_s  slot_s  driver_cpu_per_trial_s  train_per_trial_s  train_frac  results_s  "
-          "report_s")
+    print("trials  wall_s  per_trial_s  slot_s  driver_cpu_per_trial_s  train_per_trial_s  train_frac  "
+          "results_s (cpu)  report_s (cpu)")
     for prev, row in zip([None, *rows], rows):
         slope = (row["wall"] - prev["wall"]) / (row["n"] - prev["n"]) if prev else float("nan")
         cpu_slope = (row["cpu"] - prev["cpu"]) / (row["n"] - prev["n"]) if prev else float("nan")
         row["slope"] = slope
         print(f"{row['n']:>6}  {row['wall']:>6.1f}  {slope:>11.3f}  {slope * CONCURRENCY:>6.2f}  {cpu_slope:>22.3f}  "
-              f"{row['train'] / row['n']:>17.3f}  {row['train_frac']:>10.3f}  {row['results']:>9.1f}  "
-              f"{row['report']:>8.1f}")
+              f"{row['train'] / row['n']:>17.3f}  {row['train_frac']:>10.3f}  "
+              f"{row['results']:>9.1f} ({row['results_cpu']:4.1f})  {row['report']:>8.1f} ({row['report_cpu']:4.1f})")
     top = rows[-1]
     print(f"per_trial_s={top['slope']:.3f} results_s={top['results']:.2f} report_s={top['report']:.2f}")
 
