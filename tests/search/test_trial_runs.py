@@ -59,3 +59,9 @@ def test_tune_names_a_trial_by_its_number() -> None:
     numbering.reset()
     numbering.register("abc_00002", 12)
     assert numbering.trial_name(SimpleNamespace(trial_id="abc_00002")) == "t12"
+
+
+def test_a_trial_folder_keeps_tunes_own_name() -> None:
+    trial = SimpleNamespace(trainable_name="run_trial", trial_id="abc_00002", experiment_tag="3_optim.lr=0.1")
+    name = numbering.trial_dirname(trial)
+    assert name.startswith("run_trial_abc_00002_3_optim.lr=0.1_") and "/" not in name

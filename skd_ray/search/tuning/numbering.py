@@ -9,6 +9,8 @@ Everything here lives in the driver process, where Tune runs its searcher and ca
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 # Ray trial id -> number, for every trial this driver has seen.
@@ -41,3 +43,12 @@ def trial_name(trial: Any) -> str:
     it creates it, right after the searcher numbered it, and hands the name to the trial's
     process, which so names its MLflow run itself (`ray.tune.get_context().get_trial_name()`)."""
     return label(trial.trial_id)
+
+
+def trial_dirname(trial: Any) -> str:
+    """The trial's folder (its `trial_dirname_creator`), named as Ray Tune names it without a
+    trial name: `run_trial_<trial id>_<number>_<config>_<date>` (Tune would otherwise take the
+    name, `t03_...`, and the folder would no longer say which Ray trial it holds)."""
+    longest = int(os.environ.get("TUNE_MAX_LEN_IDENTIFIER", "130"))  # Tune's own bound
+    name = f"{trial.trainable_name}_{trial.trial_id}_{trial.experiment_tag}"[:longest]
+    return f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"

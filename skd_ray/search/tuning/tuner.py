@@ -36,7 +36,7 @@ from skd_ray.search.tuning.answer import write_summary
 from skd_ray.search.tuning.callbacks import ChildRunStatus
 from skd_ray.search.tuning.closing import blame_full_storage, close_search, fail_running_optuna_trials, storage_full
 from skd_ray.search.tuning.numbering import reset as reset_trial_numbers
-from skd_ray.search.tuning.numbering import trial_name
+from skd_ray.search.tuning.numbering import trial_dirname, trial_name
 from skd_ray.search.tuning.optuna_study import PicklableNSGAII, SkdOptunaSearch, objective_metric
 from skd_ray.search.tuning.points import PointsSearcher
 from skd_ray.search.tuning.store_watch import raise_if_store_gave_up, store_gave_up, watch_store
@@ -198,7 +198,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, co
                                         # and the in-process dataset cache already loaded).
                                         max_concurrent_trials=concurrency, reuse_actors=True,
                                         # `t03`: the trial names its MLflow run so (see numbering).
-                                        trial_name_creator=trial_name),
+                                        trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(Path(req.storage)), callbacks=callbacks,
                 verbose=tune_verbosity(req.verbosity),
