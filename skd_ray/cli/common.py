@@ -10,7 +10,7 @@ from pathlib import Path
 
 from skd_ray.errors import ensure_writable_directory
 from skd_ray.results.artifacts import write_report
-from skd_ray.results.leaderboard import find_search_run, format_leaderboard, trial_rows
+from skd_ray.results.leaderboard import TrialRow, find_search_run, format_leaderboard, trial_rows
 from skd_ray.results.mlflow_ui import BEST_FIRST_VIEW, VIEW_TAG_PREFIX
 from skd_ray.results.store import BROWSE_PORT, MlflowStore
 from skd_ray.search.console.ray_logs import NORMAL, QUIET, VERBOSE
@@ -26,19 +26,26 @@ def check_writable(directory: str) -> None:
     ensure_writable_directory(directory, "storage", "--storage")
 
 
-def show_results(store: MlflowStore, experiment: str, parent_run_id: str | None = None) -> int:
+def show_results(store: MlflowStore, experiment: str, parent_run_id: str | None = None,
+                 report_dir: str | None = None) -> int:
+    """The search's leaderboard; with `report_dir`, also its report, from the same rows (a
+    large search's runs are read once)."""
     exp_id, parent = find_search_run(store, experiment, parent_run_id)
     rows = trial_rows(store, exp_id, parent.info.run_id)
     ranked_by = rows[0].objective.describe() if rows else "val_acc (max)"
     print(f"leaderboard of {parent.info.run_name} (MLflow experiment {experiment!r}, ranked by best {ranked_by}):")
     print(format_leaderboard(rows))
     print_browse_hint(store, experiment)
+    if report_dir:
+        write_search_report(store, experiment, report_dir, parent.info.run_id, rows)
     return 0
 
 
-def write_search_report(store: MlflowStore, experiment: str, report_dir: str, parent_run_id: str | None = None) -> None:
-    """--results --report DIR: the search as a Markdown page with its plots, viewable without MLflow."""
-    path = write_report(store, experiment, report_dir, parent_run_id)
+def write_search_report(store: MlflowStore, experiment: str, report_dir: str, parent_run_id: str | None = None,
+                        rows: list[TrialRow] | None = None) -> None:
+    """--results --report DIR: the search as a Markdown page with its plots, viewable without MLflow
+    (`rows`: its leaderboard rows, when already read)."""
+    path = write_report(store, experiment, report_dir, parent_run_id, rows)
     print(f"report: {path} (plots beside it)")
 
 

@@ -30,7 +30,6 @@ from skd_ray.cli.common import (
     EXIT_USER_ERROR,
     REPO_ROOT,
     show_results,
-    write_search_report,
 )
 from skd_ray.cli.compare_command import (
     comparison_run_id,
@@ -142,10 +141,7 @@ def run(args: argparse.Namespace, flag_names: Mapping[str, str] | None = None) -
         if compared is not None:
             return show_comparison(store, compared, args.report)
         parent_run_id = search_run_id(store, searched, args.search)
-        code = show_results(store, searched, parent_run_id)
-        if args.report:
-            write_search_report(store, searched, args.report, parent_run_id)
-        return code
+        return show_results(store, searched, parent_run_id, args.report)
     if wants_finished_search(args):
         return run_finished_search(args, store, searched)
     if args.compare:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from skd_ray.errors import ensure_writable_directory
+from skd_ray.results.leaderboard import TrialRow
 from skd_ray.results.markdown import render_report
 from skd_ray.results.names import Artifacts
 from skd_ray.results.plots import PLOT_TITLES, PlotSet, draw_search_plots
@@ -53,11 +54,13 @@ def skipped_text(plots: PlotSet) -> str:
     return "".join(f"{PLOT_TITLES.get(name, name)} ({name}): {reason}\n" for name, reason in plots.skipped.items())
 
 
-def write_report(store: MlflowStore, experiment: str, report_dir: str | Path, parent_run_id: str | None = None) -> Path:
+def write_report(store: MlflowStore, experiment: str, report_dir: str | Path, parent_run_id: str | None = None,
+                 rows: list[TrialRow] | None = None) -> Path:
     """Write `report.md` and its PNG plots into `report_dir` for the given (or latest) search
-    of `experiment`; returns the path of report.md."""
+    of `experiment` (`rows`: its leaderboard rows, when the caller read them already); returns
+    the path of report.md."""
     out = ensure_writable_directory(report_dir, "report directory", "--report", (REPORT_FILE,))
-    data = load_search_data(store, experiment, parent_run_id)
+    data = load_search_data(store, experiment, parent_run_id, rows=rows)
     plots = draw_search_plots(data, out)
     path = out / REPORT_FILE
     path.write_text(render_report(data, plots, out), encoding="utf-8")

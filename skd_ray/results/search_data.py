@@ -59,11 +59,13 @@ class SearchData:
 
 
 def load_search_data(store: MlflowStore, experiment: str, parent_run_id: str | None = None,
-                     top_n: int | None = None) -> SearchData:
-    """The given (or latest) search of `experiment`: leaderboard rows, the validation curves
-    of its `top_n` best trials and the early-exit trade-off of its best multi-exit trial."""
+                     top_n: int | None = None, rows: list[TrialRow] | None = None) -> SearchData:
+    """The given (or latest) search of `experiment`: leaderboard rows (`rows` when the caller
+    read them already), the validation curves of its `top_n` best trials and the early-exit
+    trade-off of its best multi-exit trial."""
     exp_id, parent = find_search_run(store, experiment, parent_run_id)
-    rows = trial_rows(store, exp_id, parent.info.run_id)
+    if rows is None:
+        rows = trial_rows(store, exp_id, parent.info.run_id)
     tags = parent.data.tags
     data = SearchData(experiment, parent.info.run_name or parent.info.run_id, parent.info.run_id,
                       tags.get(Tags.STATUS, parent.info.status.lower()), dict(parent.data.params),
