@@ -151,34 +151,13 @@ class MlflowStore:
                 raise SkdError(f"MLflow store {self} is not writable",
                                "pass --mlflow-uri with a writable location")
             return
-        if self.is_server:
-            import urllib.error
-            import urllib.request
-
-            try:
-                urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5).read()
-            except (urllib.error.URLError, OSError) as err:
-                raise SkdError(f"MLflow server {self} cannot be reached ({getattr(err, 'reason', err)})",
-                               "start it (see docs/cluster.md: the MLflow server) or pass another --mlflow-uri"
-                               ) from None
-        if self.is_database:
-            self._check_database_reachable()
-
-    def _check_database_reachable(self) -> None:
-        """One connection with a short timeout: MLflow itself retries a database that does not
-        answer for almost two minutes, printing a warning each time."""
-        import sqlalchemy
-
-        connect_args = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S} if self.scheme.startswith("postgresql") else {}
-        try:
-            engine = sqlalchemy.create_engine(self.uri, connect_args=connect_args)
-            with engine.connect():
-                pass
-            engine.dispose()
-        except Exception as err:  # noqa: BLE001 - driver errors differ by database
-            first = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
-            raise SkdError(f"MLflow database {self} cannot be reached ({first})",
-                           "start the database (see docs/cluster.md) or pass another --mlflow-uri") from None
+        problem = self.ping(DATABASE_CONNECT_TIMEOUT_S)  # one short attempt: MLflow would retry ~2 minutes
+        if problem is not None and self.is_server:
+            raise SkdError(f"MLflow server {self} cannot be reached ({problem})",
+                           "start it (see docs/cluster.md: the MLflow server) or pass another --mlflow-uri")
+        if problem is not None:
+            raise SkdError(f"MLflow database {self} cannot be reached ({problem})",
+                           "start the database (see docs/cluster.md) or pass another --mlflow-uri")
 
     def check_sqlite_path(self) -> None:
         """The file of an SQLite store must be one the file system can hold, under folders, not

@@ -135,6 +135,16 @@ def assert_complete(url: str, experiment: str, resumed: bool = False) -> None:
     assert parent.data.tags["skd.best_run_id"] in {r.info.run_id for r in children}
 
 
+def away_for_a_minute(search: subprocess.Popen, log: Path, stop: Any, start: Any, what: str) -> str:
+    """`stop()` a service the running search uses, check a minute later that the search still
+    runs, `start()` it again; the search's whole output once it ends."""
+    stop()
+    time.sleep(60)
+    assert search.poll() is None, f"the search ended without its {what}:\n" + log.read_text()[-4000:]
+    start()
+    return wait_for_exit(search, log, 600)
+
+
 def start_search(cli: CliRun, root: Path, url: str, experiment: str, *extra: str) -> tuple[subprocess.Popen, Path]:
     log = root / f"{experiment}.log"
     search = cli.start("--config", str(write_space(root / "space.yaml")), "--storage", str(root / "results"),
@@ -148,11 +158,7 @@ def test_a_server_that_comes_back_after_a_minute_loses_nothing(server: Restartab
     try:
         search, log = start_search(cli, tmp_path, server.url, "outage")
         wait_for_first_epoch(server.url, "outage", search, log)
-        server.stop()
-        time.sleep(60)
-        assert search.poll() is None, "the search ended while its server was away:\n" + log.read_text()[-4000:]
-        server.start()
-        out = wait_for_exit(search, log, 600)
+        out = away_for_a_minute(search, log, server.stop, server.start, "MLflow server")
     finally:
         cli.cleanup()
     assert search.returncode == 0, out[-4000:]
@@ -196,11 +202,7 @@ def test_the_optuna_database_restarting_fails_no_trial(postgres_server: Any, pos
     try:
         search, log = start_search(cli, tmp_path, cli.mlflow_uri, "study_outage", "--optuna-storage", postgres_db)
         wait_for_first_epoch(cli.mlflow_uri, "study_outage", search, log)
-        postgres_server.stop()
-        time.sleep(60)
-        assert search.poll() is None, "the search ended without its study's database:\n" + log.read_text()[-4000:]
-        postgres_server.start()
-        out = wait_for_exit(search, log, 600)
+        out = away_for_a_minute(search, log, postgres_server.stop, postgres_server.start, "study's database")
     finally:
         if postgres_server.proc is None:
             postgres_server.start()
