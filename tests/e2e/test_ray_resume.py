@@ -53,7 +53,7 @@ def crash_once_in_epoch_3(loop_config: dict[str, Any]) -> None:
 
     first = ray.train.get_checkpoint() is None
     cfg = resolve_config(loop_config["flat"])
-    sink = TrialTracker(MlflowStore(loop_config["tracking_uri"]), loop_config["run_id"])
+    sink = TrialTracker(loop_config["store"], loop_config["run_id"])
     session = CrashingSession(cfg.train.device, sink) if first else RaySession(cfg.train.device, sink)
     fit(cfg, session)
 
@@ -64,7 +64,7 @@ def run_trainer(fn: Any, tmp_path: Path, name: str, uri: str, run_id: str) -> An
 
     trainer = TorchTrainer(
         fn,
-        train_loop_config={"flat": FLAT, "tracking_uri": uri, "run_id": run_id,
+        train_loop_config={"flat": FLAT, "store": MlflowStore(uri), "run_id": run_id,
                            "first_attempt_marker": tmp_path / f"{name}.crashed"},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(name=name, storage_path=str(tmp_path / "storage"),
