@@ -107,14 +107,22 @@ class SearchRuns:
         existing = self.trial_run(trial_id)
         if existing is not None:
             self.reopen(existing)
+            # The earlier attempt may have ended between creating the run and logging its
+            # config (killed, or stopped while the store was away): log it again. MLflow takes
+            # a param logged twice with the same value, and the artifact is rewritten whole.
+            self._log_config(existing, flat_config)
             return existing, True
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
             Tags.PARENT_RUN_ID: self.parent_run_id, Tags.TRIAL_ID: trial_id, Tags.STATUS: Status.RUNNING,
             Tags.KIND: "trial", Tags.GIT_COMMIT: git_commit(), **tags})
-        run_id = run.info.run_id
+        self._log_config(run.info.run_id, flat_config)
+        return run.info.run_id, False
+
+    def _log_config(self, run_id: str, flat_config: dict[str, Any]) -> None:
+        """The trial's params (those that differ from the search's constants) and its whole
+        config as the run's `config.json`."""
         self.store.log_params(run_id, {k: v for k, v in flat_config.items() if self.constants.get(k) != param_text(v)})
         self.client.log_text(run_id, json.dumps(flat_config, indent=2, sort_keys=True), Artifacts.CONFIG)
-        return run_id, False
 
     def children(self) -> list[Any]:
         """Every child run (the trials of a search, the retrainings of a final evaluation)."""

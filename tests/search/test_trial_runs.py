@@ -65,3 +65,19 @@ def test_a_trial_folder_keeps_tunes_own_name() -> None:
     trial = SimpleNamespace(trainable_name="run_trial", trial_id="abc_00002", experiment_tag="3_optim.lr=0.1")
     name = numbering.trial_dirname(trial)
     assert name.startswith("run_trial_abc_00002_3_optim.lr=0.1_") and "/" not in name
+
+
+def test_a_run_whose_first_attempt_ended_before_its_params_gets_them_on_the_retry(tmp_path: Path) -> None:
+    """An attempt that stopped right after creating its run (killed, or stopped while the store
+    was away) left it without params: the next attempt reuses the run and logs them."""
+    runs = SearchRuns.start(MlflowStore(f"sqlite:///{tmp_path / 'mlflow.db'}"), "runs", "runs_1", {}, {})
+    bare = runs.client.create_run(runs.experiment_id, tags={
+        Tags.PARENT_RUN_ID: runs.parent_run_id, Tags.TRIAL_ID: "abc_00003", Tags.STATUS: "interrupted"}).info.run_id
+    run_id, earlier = runs.open_trial("abc_00003", "trial", {"method": "vanilla", "optim.lr": 0.1}, {})
+    assert (run_id, earlier) == (bare, True)
+    run = runs.client.get_run(run_id)
+    assert run.data.params == {"method": "vanilla", "optim.lr": "0.1"}
+    assert run.data.tags[Tags.STATUS] == "running"
+    assert "config.json" in {a.path for a in runs.client.list_artifacts(run_id)}
+    # A retry of a run that has them already logs the same values again without error.
+    assert runs.open_trial("abc_00003", "trial", {"method": "vanilla", "optim.lr": 0.1}, {})[0] == bare
