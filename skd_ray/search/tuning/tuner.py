@@ -33,7 +33,7 @@ from skd_ray.search.state.saved import STATE_FILE, read_state, safe_name, write_
 from skd_ray.search.state.study import RelocatableRDBStorage, StudyStorage, relocate
 from skd_ray.search.state.tune_files import back_up_tune_state
 from skd_ray.search.tuning.answer import write_summary
-from skd_ray.search.tuning.callbacks import ChildRunStatus
+from skd_ray.search.tuning.callbacks import ChildRunStatus, NoTensorBoardEvents
 from skd_ray.search.tuning.closing import blame_full_storage, close_search, fail_running_optuna_trials, storage_full
 from skd_ray.search.tuning.numbering import reset as reset_trial_numbers
 from skd_ray.search.tuning.numbering import trial_dirname, trial_name
@@ -179,7 +179,7 @@ def run_tuner(req: SearchRequest, exp_dir: Path, name: str, runs: SearchRuns, co
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), trial_resources(settings))
     reset_trial_numbers()
     callbacks = [ChildRunStatus(runs, max_epochs), ResultsAreProgress(name), BackUpTuneState(str(exp_dir)),
-                 *req.callbacks]
+                 NoTensorBoardEvents(), *req.callbacks]
     if req.verbosity > QUIET:
         callbacks.append(SearchProgress(req.space, req.num_samples, max_epochs, req.space.metric, req.space.mode))
     if pools is not None:
